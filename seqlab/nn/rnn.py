@@ -1,0 +1,75 @@
+"""Recurrent encoders over padded batches, and pooling of their outputs.
+
+The recurrence itself is torch's (`nn.RNN`/`nn.LSTM`/`nn.GRU`, cuDNN/oneDNN-fused); what is written out
+here is the packing that makes padding invisible: a packed sequence stops each row at its own length,
+so the final state is that of the last real token and padding changes nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqlab.errors import ConfigError
+
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+RNNState = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for an LSTM; each (num_layers * dirs, B, H)
+
+
+class RNNEncoder(nn.Module):
+    """A (multi-layer, optionally bidirectional) RNN, LSTM or GRU over (B, T, D) with lengths.
+
+    `dropout` applies between stacked layers (as in torch, so it needs num_layers > 1).
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "rnn",
+                 bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if cell not in _CELLS:
+            raise ConfigError(f"unknown recurrent cell {cell!r} (expected one of {sorted(_CELLS)})")
+        self.num_layers, self.num_directions = num_layers, 2 if bidirectional else 1
+        self.output_dim = hidden_dim * self.num_directions
+        self.rnn = _CELLS[cell](input_dim, hidden_dim, num_layers, batch_first=True,
+                                bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, RNNState]:
+        """x: (B, T, D), lengths: (B,) -> (outputs (B, T, H * dirs), zero at padding;
+        final (B, H * dirs): the last layer's final hidden state of each direction, concatenated;
+        state: the raw h (or (h, c)), (num_layers * dirs, B, H), for a decoder to start from).
+
+        An empty sequence (length 0) gets zero outputs, final and state.
+        """
+        B, T, _ = x.shape
+        empty = (lengths == 0).to(x.device)  # (B,)
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, state = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=T)  # zeros at padding
+        outputs = outputs.masked_fill(empty[:, None, None], 0.0)  # (B, T, H * dirs)
+        if isinstance(state, tuple):
+            state = tuple(s.masked_fill(empty[None, :, None], 0.0) for s in state)
+            h = state[0]
+        else:
+            state = h = state.masked_fill(empty[None, :, None], 0.0)
+        last = h.view(self.num_layers, self.num_directions, B, -1)[-1]  # (dirs, B, H)
+        final = last.transpose(0, 1).reshape(B, self.output_dim)  # forward then backward
+        return outputs, final, state
+
+
+def pool_sequence(outputs: Tensor, key_padding_mask: Tensor | None = None, kind: str = "mean") -> Tensor:
+    """Pool (B, T, D) over time into (B, D), ignoring padding (True in key_padding_mask (B, T)).
+
+    kind="mean": average of the unpadded positions; kind="max": their elementwise maximum.
+    A fully padded row pools to zeros.
+    """
+    if key_padding_mask is None:
+        key_padding_mask = torch.zeros(outputs.shape[:2], dtype=torch.bool, device=outputs.device)
+    padded = key_padding_mask.unsqueeze(-1)  # (B, T, 1)
+    if kind == "mean":
+        count = (~padded).sum(dim=1).clamp(min=1)  # (B, 1)
+        return outputs.masked_fill(padded, 0.0).sum(dim=1) / count
+    if kind == "max":
+        pooled = outputs.masked_fill(padded, float("-inf")).amax(dim=1)  # (B, D)
+        return pooled.masked_fill(padded.all(dim=1), 0.0)
+    raise ConfigError(f"unknown pooling {kind!r} (expected 'mean' or 'max')")
