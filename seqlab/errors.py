@@ -43,3 +43,10 @@ class CheckpointError(SeqlabError):
 
 class TrainingError(SeqlabError):
     """Training cannot go on: a non-finite loss or gradient (the diagnostic names step and parameter)."""
+
+
+class Interrupted(SeqlabError):
+    """SIGTERM/SIGINT during training: the current step finished and a checkpoint was written.
+    Exit code 3 tells a scheduler the run can be resumed with `seqlab train --resume RUN_DIR`."""
+
+    exit_code = 3

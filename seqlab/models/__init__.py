@@ -1,0 +1,8 @@
+"""Task models: embedding + encoder (+ decoder) + head. An explicit registry, task -> name -> class.
+Every class carries its options dataclass as `Config`; every model of a task has the same `forward`."""
+
+from seqlab.models.bag import BagClassifier
+
+MODELS: dict[str, dict[str, type]] = {
+    "classify": {"bag": BagClassifier},
+}

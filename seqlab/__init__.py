@@ -1,0 +1,13 @@
+"""seqlab: the classic deep-learning architectures for sequences, trained and served with one command.
+
+    import seqlab
+    run_dir = seqlab.train("configs/sst2/bag.yaml", {"train.epochs": 3})
+    seqlab.load(run_dir).predict(["a gripping, funny film"])
+"""
+
+# Imported eagerly on purpose: the package `seqlab.train` (the trainer) would otherwise shadow the
+# function `seqlab.train` once loaded; binding the API names after it loads keeps `seqlab.train(...)`.
+from seqlab.api import evaluate, info, load, train
+
+__version__ = "0.1.0"
+__all__ = ["train", "load", "evaluate", "info", "__version__"]

@@ -1,0 +1,203 @@
+"""The Python API: `train`, `load`, `evaluate`, `info`. The CLI and the HTTP server are shells over it.
+
+    import seqlab
+    run_dir = seqlab.train("configs/sst2/bag.yaml", {"train.epochs": 3}, out="runs/sst2")
+    model = seqlab.load(run_dir)
+    model.predict(["a gripping, funny film"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqlab.config import Config, load_yaml, make_config, resolve
+from seqlab.data.io import atomic_write_text
+from seqlab.errors import CheckpointError, ConfigError
+from seqlab.tasks import TASKS
+from seqlab.train.checkpoint import checkpoint_dirs, load_weights
+from seqlab.train.device import resolve_device, seed_everything, set_threads
+from seqlab.train.trainer import Trainer
+
+# keys that may change when a run is resumed (training longer); everything else must stay as it was
+RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.early_stopping", "threads", "device"}
+
+
+def _default_out(cfg: Config) -> Path:
+    stem = cfg.dataset or (Path(cfg.data.train).name.split(".")[0] if cfg.data.train else None)
+    stem = stem or TASKS[cfg.task].default_dataset
+    base = Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{cfg.model}")
+    out, k = base, 2
+    while out.exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+def read_run_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved config of a run directory, or a CheckpointError saying why it cannot be used."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError("run directory not found", path=run)
+    tree = load_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    if tree is None:
+        raise CheckpointError("not a run directory (no config.yaml)", path=run)
+    try:
+        return resolve(tree)
+    except ConfigError as e:
+        raise CheckpointError(f"run directory is not usable by this seqlab: {e.message}", path=run) from None
+
+
+def _setup(cfg: Config, log) -> tuple[torch.device, Any]:
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    task = TASKS[cfg.task](cfg, device, log=log)
+    return device, task
+
+
+def train(
+    preset: str | os.PathLike | dict | None = None,
+    overrides: dict | list | None = None,
+    out: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    quiet: bool = False,
+    log=print,
+) -> Path:
+    """Train a model and return its run directory. `resume=RUN_DIR` continues an interrupted run
+    exactly where its last checkpoint left it (only the keys in RESUMABLE_KEYS may change)."""
+    log = None if quiet else log
+    say = log or (lambda _m: None)
+    changed: dict = {}
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = read_run_config(run_dir)
+        if preset is not None:
+            raise ConfigError("--resume takes its config from the run directory; give no preset")
+        items = overrides.items() if isinstance(overrides, dict) else [s.split("=", 1) for s in overrides or []]
+        changed = {k.strip(): v for k, v in items}
+        bad = sorted(set(changed) - RESUMABLE_KEYS)
+        if bad:
+            allowed = ", ".join(sorted(RESUMABLE_KEYS))
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming (allowed: {allowed})")
+        if changed:
+            cfg = make_config(cfg.to_dict(), changed)
+        if not checkpoint_dirs(run_dir):
+            raise CheckpointError("nothing to resume: the run has no checkpoint yet", path=run_dir)
+    else:
+        cfg = make_config(preset, overrides)
+    seed_everything(cfg.seed)
+    device, task = _setup(cfg, log)
+    t0 = time.perf_counter()
+    task.prepare(artifacts=run_dir if resume is not None else None)
+    say("data: " + ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items()
+                               if k.endswith("_examples")) + f" | vocabulary {task.counts.get('vocab_size', 0):,}")
+    seed_everything(cfg.seed)
+    model = task.build_model().to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model: {cfg.model} ({n_params:,} parameters) on {device}, precision {cfg.precision}")
+    if resume is None:
+        run_dir = Path(out) if out is not None else _default_out(cfg)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} exists and is not empty: choose another --out or --resume it")
+        tmp = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        atomic_write_text(tmp / "config.yaml", cfg.to_yaml())
+        task.save_artifacts(tmp)
+        if run_dir.exists():
+            run_dir.rmdir()
+        os.replace(tmp, run_dir)
+    elif changed:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    trainer = Trainer(task, model, cfg.train, run_dir, device, cfg.precision, log=log, progress=not quiet)
+    results = trainer.fit(resume=resume is not None)
+    wall = time.perf_counter() - t0
+    _write_summary(run_dir, results, wall, n_params, task)
+    test = results.get("test")
+    if test:
+        print(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
+              + "  ".join(f"{k} {_show(k, v)}" for k, v in test.items() if k != task.headline))
+    print(f"run saved to {run_dir}  ({wall:.1f} s)")
+    example = getattr(task, "example_command", None)
+    if example:
+        print(f"try it: {example(run_dir)}")
+    return run_dir
+
+
+def _show(name: str, v: float) -> str:
+    return f"{v * 100:.1f}%" if name.endswith("accuracy") else f"{v:.4f}"
+
+
+def _write_summary(run_dir: Path, results: dict, wall: float, n_params: int, task) -> None:
+    summary = {"results": results, "wall_seconds": wall, "parameters": n_params, "counts": task.counts,
+               "torch": torch.__version__, "threads": torch.get_num_threads()}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+
+
+def _open(run_dir: str | os.PathLike, device: str | None = None, log=None):
+    cfg = read_run_config(run_dir)
+    if device is not None:
+        cfg.device = device
+    dev, task = _setup(cfg, log)
+    return cfg, dev, task
+
+
+def _model(task, run_dir: str | os.PathLike, device: torch.device):
+    model = task.build_model()
+    load_weights(model, Path(run_dir) / "model.safetensors")
+    return model.to(device).eval()
+
+
+def load(run_dir: str | os.PathLike, device: str | None = None):
+    """The task's predictor for a finished run (classify: `.predict(texts, top_k=1)`)."""
+    cfg, dev, task = _open(run_dir, device)
+    task.load_artifacts(run_dir)
+    return task.predictor(_model(task, run_dir, dev))
+
+
+def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test",
+             skip_bad_rows: bool = False) -> dict:
+    """Full metrics of a run on `split` of its own data, of a named dataset, or of a file."""
+    cfg, dev, task = _open(run_dir)
+    cfg.data.skip_bad_rows = skip_bad_rows or cfg.data.skip_bad_rows
+    if data is not None and not Path(data).exists() and "/" not in data and "." not in data:
+        cfg.dataset, cfg.data.train, cfg.data.valid, cfg.data.test = data, None, None, None
+        data = None
+    if data is None:
+        task.prepare(artifacts=run_dir)
+        if not task.has_split(split):
+            raise ConfigError(f"the run's data has no {split!r} split (splits: {', '.join(task.splits)})")
+    else:
+        task.load_artifacts(run_dir)
+        task.add_eval_file(data, split)
+    model = _model(task, run_dir, dev)
+    with torch.no_grad():
+        return task.report(model, split)
+
+
+def info(run_dir: str | os.PathLike) -> dict:
+    """What a run is: config, data counts, parameters, results, checkpoints."""
+    cfg = read_run_config(run_dir)
+    run = Path(run_dir)
+    summary = {}
+    if (run / "summary.json").is_file():
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except ValueError:
+            summary = {}
+    return {
+        "run_dir": str(run),
+        "task": cfg.task,
+        "model": cfg.model,
+        "dataset": cfg.dataset or cfg.data.train,
+        "config": cfg.to_dict(),
+        "summary": summary,
+        "checkpoints": [p.name for p in checkpoint_dirs(run)],
+        "files": sorted(p.name for p in run.iterdir()),
+    }

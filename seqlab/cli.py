@@ -1,0 +1,172 @@
+"""`seqlab VERB ...`: argv -> one call of the Python API. No logic of its own.
+
+Exit codes: 0 done, 2 a user error (one line on stderr), 3 training interrupted by a signal (a
+checkpoint was written; resume with --resume), 1 a bug (traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from seqlab.errors import DataError, SeqlabError
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"seqlab: warning: {message}", file=sys.stderr)
+
+
+def _read_inputs(texts: list[str], file: str | None) -> list[str]:
+    if file is None:
+        if not texts:
+            raise DataError("give TEXT arguments or --file F")
+        for i, t in enumerate(texts, 1):
+            if not t.strip():
+                raise DataError(f"empty text (argument {i})")
+        return texts
+    from seqlab.data.io import open_text
+
+    out = []
+    with open_text(file) as f:
+        try:
+            for i, line in enumerate(f, 1):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    raise DataError("empty text", path=file, line=i)
+                out.append(line)
+        except UnicodeDecodeError:
+            raise DataError(f"not valid UTF-8 text (after line {len(out)})", path=file) from None
+    if not out:
+        raise DataError("no texts in file", path=file)
+    return out
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    preset, overrides = None, []
+    for arg in a.args:
+        if "=" in arg:
+            overrides.append(arg)
+        elif preset is None:
+            preset = arg
+        else:
+            raise SeqlabError(f"unexpected argument {arg!r}: give one PRESET.yaml and key=value overrides")
+    if a.skip_bad_rows:
+        overrides.append("data.skip_bad_rows=true")
+    api.train(preset, overrides, out=a.out, resume=a.resume, quiet=a.quiet)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    rep = api.evaluate(a.run_dir, data=a.data, split=a.split, skip_bad_rows=a.skip_bad_rows)
+    if a.json:
+        print(json.dumps(rep))
+        return
+    scalars = {k: v for k, v in rep.items() if isinstance(v, (int, float))}
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items()))
+    if "per_class" in rep:
+        width = max(8, *(len(k) for k in rep["per_class"]))
+        print(f"\n{'label':<{width}}  precision  recall     f1  support")
+        for lab, r in rep["per_class"].items():
+            print(f"{lab:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}")
+    if "confusion_matrix" in rep:
+        labels, m = rep["confusion_matrix"]["labels"], rep["confusion_matrix"]["matrix"]
+        w = max(6, *(len(x) for x in labels))
+        print("\nconfusion matrix (rows: gold, columns: predicted)")
+        print(f"{'':<{w}} " + " ".join(f"{x:>{w}}" for x in labels))
+        for lab, row in zip(labels, m, strict=True):
+            print(f"{lab:<{w}} " + " ".join(f"{v:>{w}}" for v in row))
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    texts = _read_inputs(a.texts, a.file)
+    predictor = api.load(a.run_dir)
+    for text, r in zip(texts, predictor.predict(texts, top_k=a.top_k), strict=True):
+        if a.json:
+            print(json.dumps({"text": text, **r}, ensure_ascii=False))
+        elif a.top_k > 1:
+            print("\t".join(f"{lab} {p:.4f}" for lab, p in r["top_k"]))
+        else:
+            print(f"{r['label']}\t{r['probability']:.4f}")
+
+
+def cmd_info(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    i = api.info(a.run_dir)
+    if a.json:
+        print(json.dumps(i))
+        return
+    s = i["summary"]
+    print(f"run        {i['run_dir']}")
+    print(f"task       {i['task']}   model {i['model']}   data {i['dataset']}")
+    if s:
+        print(f"parameters {s.get('parameters', 0):,}   wall {s.get('wall_seconds', 0):.1f} s")
+        counts = s.get("counts", {})
+        print("examples   " + ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in counts.items()
+                                        if k.endswith("_examples")))
+        for split, m in s.get("results", {}).items():
+            print(f"{split:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, (int, float))))
+    print(f"checkpoints {', '.join(i['checkpoints']) or '-'}")
+    print(f"files      {', '.join(i['files'])}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqlab", description="Classic sequence models: train, evaluate, serve.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    t = sub.add_parser("train", help="train a model (default: the bag-of-n-grams classifier on the bundled sample)")
+    t.add_argument("args", nargs="*", metavar="[PRESET.yaml] [key=value]", help="a preset and dotted overrides")
+    t.add_argument("--out", help="run directory to create (default runs/<data>-<model>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    t.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a run on a split, a named dataset or a file")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="a file (read as the run's training data was) or a dataset name")
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", action="store_true", help="one JSON object")
+    e.add_argument("--skip-bad-rows", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="predict labels for texts")
+    r.add_argument("run_dir")
+    r.add_argument("texts", nargs="*", metavar="TEXT")
+    r.add_argument("--file", help="one text per line")
+    r.add_argument("--top-k", type=int, default=1)
+    r.add_argument("--json", action="store_true", help="one JSON object per text")
+    r.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="what a run directory holds")
+    i.add_argument("run_dir")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _warning_line
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SeqlabError as e:
+        print(f"seqlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("seqlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Optimisers and learning-rate schedules.
+
+Sparse embedding gradients (EmbeddingBag/Embedding with `sparse=True`) need an optimiser that takes
+them: SGD does; for Adam/AdamW the sparse parameters go to `torch.optim.SparseAdam` and the rest to
+the chosen optimiser, behind one object with the usual `step`/`zero_grad`/`state_dict` interface.
+Every schedule is a function of the optimiser step (epoch-based ones convert with steps_per_epoch),
+so resuming at any step restores the learning rate exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from seqlab.train.config import TrainConfig
+
+
+def sparse_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters that receive sparse gradients."""
+    ids = set()
+    for m in model.modules():
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse:
+            ids.add(id(m.weight))
+    return ids
+
+
+class Optimizers:
+    """One or two torch optimisers (dense, sparse) driven as one."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        for o in self.optimizers:
+            if scaler is not None and scaler.is_enabled():
+                scaler.step(o)
+            else:
+                o.step()
+
+    def state_dict(self) -> list[dict]:
+        return [o.state_dict() for o in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for o, s in zip(self.optimizers, states, strict=True):
+            o.load_state_dict(s)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
+    sparse_ids = sparse_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dense = [p for p in params if id(p) not in sparse_ids]
+    sparse = [p for p in params if id(p) in sparse_ids]
+    betas = tuple(cfg.betas) if cfg.betas else (0.9, 0.999)
+    if cfg.optimizer == "sgd":
+        return Optimizers([torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)])
+    opts = []
+    if dense:
+        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        opts.append(cls(dense, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay))
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr, betas=betas))
+    return Optimizers(opts)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """The multiplier of the base learning rate at optimiser step `s` (0-based)."""
+
+    def factor(s: int) -> float:
+        warm = min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "constant":
+            f = 1.0
+        elif cfg.schedule == "step":
+            f = cfg.gamma ** ((s // steps_per_epoch) // cfg.step_size)
+        elif cfg.schedule == "exponential":
+            f = cfg.gamma ** (s / steps_per_epoch)
+        else:
+            span = max(1, total_steps - cfg.warmup_steps)
+            p = min(1.0, max(0.0, (s - cfg.warmup_steps) / span))
+            shape = 0.5 * (1 + math.cos(math.pi * p)) if cfg.schedule == "cosine" else 1.0 - p
+            f = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+        return warm * f
+
+    return factor
+
+
+class Schedule:
+    """Sets every param group's lr to base_lr * factor(step); its state is just the step."""
+
+    def __init__(self, optimizers: Optimizers, factor):
+        self.optimizers = optimizers
+        self.factor = factor
+        self.base = [g["lr"] for g in optimizers.param_groups]
+        self.step_count = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        f = self.factor(self.step_count)
+        for g, base in zip(self.optimizers.param_groups, self.base, strict=True):
+            g["lr"] = base * f
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def get_lr(self) -> float:
+        return self.optimizers.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "base": self.base}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self.base = list(state["base"])
+        self._apply()

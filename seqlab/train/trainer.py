@@ -1,0 +1,355 @@
+"""The training loop, generic over a small task protocol.
+
+The trainer knows a task only through `TrainTask` below: the task plans each epoch's batches (a
+deterministic function of seed and epoch, so that a resumed run sees the same data in the same
+order), builds them, computes the loss and evaluates. The trainer owns the rest: optimiser steps,
+schedules, mixed precision, gradient clipping, the NaN/inf guard, validation and the best epoch,
+early stopping, checkpoints (every N steps and at epoch ends, atomic, exact resume mid-epoch),
+SIGTERM/SIGINT, progress bars and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from seqlab.errors import Interrupted, TrainingError
+from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
+from seqlab.train.config import TrainConfig
+from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
+from seqlab.train.optim import Schedule, build_optimizer, lr_factor
+
+LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char"}
+
+
+class TrainTask(Protocol):
+    """What the trainer needs from a task."""
+
+    default_metric: str  # the valid metric that picks the best epoch
+    headline: str  # the metric shown beside the loss in the per-epoch lines
+
+    def epoch_plan(self, epoch: int) -> Sequence[Any]: ...  # batch descriptors for one epoch
+
+    def make_batch(self, item: Any) -> Any: ...  # a batch on the task's device
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def training_loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]: ...
+
+    def has_split(self, split: str) -> bool: ...
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class MetricsLog:
+    """`metrics.jsonl`: one JSON object per log step or evaluation, appended and flushed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines = sum(1 for _ in open(path, encoding="utf-8")) if path.exists() else 0
+
+    def truncate(self, lines: int) -> None:
+        """Drop lines written after the checkpoint a run resumes from."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            kept = [line for _, line in zip(range(lines), f, strict=False)]
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        self.lines = len(kept)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def _fmt_epoch(epoch: int, secs: float, train: dict, valid: dict | None, headline: str) -> str:
+    """The lecture's per-epoch lines, with the loss as a true per-example (or per-token) mean."""
+    mins, s = divmod(int(secs), 60)
+    name = {"accuracy": "Acc"}.get(headline, headline)
+
+    def part(m: dict, split: str) -> str:
+        v = m.get(headline)
+        shown = f"{v * 100:.1f}%" if headline.endswith("accuracy") else f"{v:.4f}"
+        return f"\tLoss: {m['loss']:.4f}({split})\t|\t{name}: {shown}({split})"
+
+    lines = [f"Epoch: {epoch + 1}  | time in {mins} minutes, {s} seconds", part(train, "train")]
+    if valid is not None:
+        lines.append(part(valid, "valid"))
+    return "\n".join(lines)
+
+
+class Trainer:
+    """Runs `fit` for one model and task inside a run directory."""
+
+    def __init__(
+        self,
+        task: TrainTask,
+        model: nn.Module,
+        cfg: TrainConfig,
+        run_dir: str | os.PathLike,
+        device: torch.device,
+        precision: str = "fp32",
+        log: Callable[[str], None] | None = print,
+        progress: bool = True,
+    ):
+        self.task, self.model, self.cfg = task, model, cfg
+        self.run_dir = Path(run_dir)
+        self.device, self.precision = device, precision
+        self.log = log or (lambda _msg: None)
+        self.progress = progress
+        self.metric = cfg.metric or task.default_metric
+        self.optimizer = build_optimizer(model, cfg)
+        self.scaler = grad_scaler(device, precision)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.stop_signal: int | None = None
+        # position and history (all of it goes into train_state.pt)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_time = 0.0
+        self.skipped_steps = 0
+        self.finished = False
+        self.schedule: Schedule | None = None
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "epoch_sums": dict(self.epoch_sums),
+            "epoch_time": self.epoch_time,
+            "skipped_steps": self.skipped_steps,
+            "finished": self.finished,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "task": self.task.state_dict(),
+            "metrics_lines": self.metrics.lines,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("epoch", "step_in_epoch", "global_step", "best", "best_epoch", "bad_epochs", "epoch_time",
+                  "skipped_steps", "finished"):
+            setattr(self, k, state[k])
+        self.epoch_sums = dict(state["epoch_sums"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.task.load_state_dict(state["task"])
+        self.metrics.truncate(state["metrics_lines"])
+        set_rng_state(state["rng"])
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(), self.cfg.keep_checkpoints)
+
+    # ----------------------------------------------------------------- signals
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, _frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self.stop_signal = signum
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    # ----------------------------------------------------------------- one step
+    def _nonfinite_grad(self) -> str | None:
+        """Name of the first parameter whose gradient holds NaN/inf (one sync for all of them)."""
+        named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+        if not named:
+            return None
+        vals = [g.coalesce().values() if g.is_sparse else g for _, g in named]
+        norms = torch.stack([torch.linalg.vector_norm(v.float()) for v in vals])
+        if bool(torch.isfinite(norms).all()):
+            return None
+        return next(n for (n, _), ok in zip(named, torch.isfinite(norms).tolist(), strict=True) if not ok)
+
+    def _train_step(self, batch: Any) -> dict[str, float] | None:
+        self.model.train()
+        self.optimizer.zero_grad()
+        with autocast(self.device, self.precision):
+            loss, sums = self.task.training_loss(self.model, batch)
+        bad = None if torch.isfinite(loss.detach()).item() else "the loss"
+        if bad is None:
+            self.scaler.scale(loss).backward()
+            if self.scaler.is_enabled():
+                for o in self.optimizer.optimizers:
+                    self.scaler.unscale_(o)
+            name = self._nonfinite_grad()
+            if name is not None and not self.scaler.is_enabled():
+                bad = f"the gradient of parameter {name!r}"
+        if bad is not None:
+            if self.cfg.on_nonfinite == "stop":
+                raise TrainingError(
+                    f"non-finite value in {bad} at step {self.global_step + 1} (epoch {self.epoch + 1}); "
+                    f"training stopped, the last good checkpoint is untouched (lower train.lr, set "
+                    f"train.clip_grad_norm, or train.on_nonfinite=skip)",
+                    path=self.run_dir,
+                )
+            self.skipped_steps += 1
+            self.optimizer.zero_grad()
+            return None
+        if self.cfg.clip_grad_norm:
+            dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+            torch.nn.utils.clip_grad_norm_(dense, self.cfg.clip_grad_norm)
+        self.optimizer.step(self.scaler)
+        if self.scaler.is_enabled():
+            self.scaler.update()
+        self.schedule.step()
+        return sums
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            return self.task.evaluate(self.model, split)
+
+    def _after_valid(self, valid: dict[str, float]) -> None:
+        value = valid[self.metric]
+        if _better(self.metric, value, self.best):
+            self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            save_weights(self.model, self.run_dir / "model.safetensors")
+        else:
+            self.bad_epochs += 1
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
+        """Train (or resume) to the end; return {"valid": best valid metrics, "test": test metrics}."""
+        plan0 = self.task.epoch_plan(0)
+        steps_per_epoch = max(1, len(plan0))
+        total = steps_per_epoch * self.cfg.epochs
+        if self.cfg.max_steps:
+            total = min(total, self.cfg.max_steps)
+        self.schedule = Schedule(self.optimizer, lr_factor(self.cfg, steps_per_epoch, total))
+        if resume:
+            self.load_state_dict(load_latest_checkpoint(self.run_dir, self.model))
+            self.log(f"resumed at epoch {self.epoch + 1}, step {self.step_in_epoch} of {steps_per_epoch} "
+                     f"(global step {self.global_step})")
+        has_valid = self.task.has_split("valid")
+        old_handlers = self._install_signals()
+        try:
+            while not self.finished:
+                plan = plan0 if self.epoch == 0 else self.task.epoch_plan(self.epoch)
+                self._run_epoch(plan, has_valid)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        return self._final(has_valid)
+
+    def _run_epoch(self, plan: Sequence[Any], has_valid: bool) -> None:
+        cfg = self.cfg
+        if self.step_in_epoch == 0:
+            self.epoch_sums, self.epoch_time = {}, 0.0
+        self.task.start_epoch(self.epoch)
+        bar = tqdm(total=len(plan), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
+        t0, seen = time.perf_counter(), 0.0
+        while self.step_in_epoch < len(plan):
+            sums = self._train_step(self.task.make_batch(plan[self.step_in_epoch]))
+            self.step_in_epoch += 1
+            self.global_step += 1
+            if sums is not None:
+                for k, v in sums.items():
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                seen += sums.get("examples", sums.get("n", 0.0))
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            if self.global_step % cfg.log_every == 0:
+                running = self.task.summarize(self.epoch_sums) if self.epoch_sums else {}
+                rate = seen / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{running.get('loss', float('nan')):.4f}", ex_s=f"{rate:.0f}")
+                self.metrics.write({"split": "train", "epoch": self.epoch + 1, "step": self.global_step,
+                                    "lr": self.schedule.get_lr(), "examples_per_s": rate, **running})
+            if cfg.eval_every and self.global_step % cfg.eval_every == 0 and has_valid:
+                valid = self.evaluate("valid")
+                self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
+                self._after_valid(valid)
+            if cfg.max_steps and self.global_step >= cfg.max_steps:
+                break
+            stop_now = self.stop_signal is not None
+            if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0) or stop_now:
+                self.epoch_time += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.checkpoint()
+            if stop_now:
+                bar.close()
+                name = signal.Signals(self.stop_signal).name
+                raise Interrupted(
+                    f"stopped by {name} at step {self.global_step}; checkpoint written, continue with "
+                    f"`seqlab train --resume {self.run_dir}`"
+                )
+        bar.close()
+        self.epoch_time += time.perf_counter() - t0
+        self._end_epoch(has_valid, done_steps=bool(cfg.max_steps and self.global_step >= cfg.max_steps))
+
+    def _end_epoch(self, has_valid: bool, done_steps: bool) -> None:
+        train = self.task.summarize(self.epoch_sums) if self.epoch_sums else {"loss": math.nan}
+        train_rate = self.epoch_sums.get("examples", self.epoch_sums.get("n", 0.0)) / max(self.epoch_time, 1e-9)
+        self.metrics.write({"split": "train_epoch", "epoch": self.epoch + 1, "step": self.global_step,
+                            "seconds": self.epoch_time, "examples_per_s": train_rate, **train})
+        valid = None
+        if has_valid:
+            valid = self.evaluate("valid")
+            self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
+            self._after_valid(valid)
+        else:
+            save_weights(self.model, self.run_dir / "model.safetensors")
+        if self.task.headline in train:
+            self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
+        stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
+        if stop_early:
+            self.log(f"early stopping: no improvement of valid {self.metric} for {self.bad_epochs} epochs")
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.finished = stop_early or done_steps or self.epoch >= self.cfg.epochs
+        self.checkpoint()
+
+    def _final(self, has_valid: bool) -> dict[str, dict[str, float]]:
+        load_weights(self.model, self.run_dir / "model.safetensors")
+        result: dict[str, dict[str, float]] = {}
+        if has_valid and self.best is not None:
+            result["valid"] = {self.metric: self.best, "epoch": (self.best_epoch or 0) + 1}
+        if self.task.has_split("test"):
+            test = self.evaluate("test")
+            result["test"] = test
+            self.metrics.write({"split": "test", "epoch": self.epoch, "step": self.global_step, **test})
+        if self.skipped_steps:
+            self.log(f"skipped {self.skipped_steps} steps with a non-finite loss or gradient")
+        return result

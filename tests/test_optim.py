@@ -1,0 +1,50 @@
+import torch
+from torch import nn
+
+from seqlab.train.config import TrainConfig
+from seqlab.train.optim import Schedule, build_optimizer, lr_factor
+
+
+def test_step_schedule_equals_the_lectures_steplr():
+    cfg = TrainConfig(lr=4.0, schedule="step", gamma=0.9)
+    steps_per_epoch = 7
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg)
+    sched = Schedule(opt, lr_factor(cfg, steps_per_epoch, 35))
+    ref_opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=4.0)
+    ref = torch.optim.lr_scheduler.StepLR(ref_opt, 1, gamma=0.9)
+    for _epoch in range(5):
+        for _ in range(steps_per_epoch):
+            assert abs(sched.get_lr() - ref_opt.param_groups[0]["lr"]) < 1e-12
+            sched.step()
+        ref_opt.step()
+        ref.step()
+
+
+def test_warmup_then_cosine_reaches_min():
+    cfg = TrainConfig(lr=1.0, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    f = lr_factor(cfg, steps_per_epoch=10, total_steps=110)
+    assert abs(f(0) - 0.1) < 1e-9 and abs(f(9) - 1.0) < 1e-9
+    assert abs(f(110) - 0.1) < 1e-9 and f(60) < f(30)
+
+
+def test_sparse_embeddings_get_sparse_adam():
+    model = nn.Sequential(nn.EmbeddingBag(10, 4, sparse=True), nn.Linear(4, 2))
+    opt = build_optimizer(model, TrainConfig(optimizer="adam", lr=0.01))
+    kinds = sorted(type(o).__name__ for o in opt.optimizers)
+    assert kinds == ["Adam", "SparseAdam"]
+    out = model[1](model[0](torch.tensor([1, 2, 3]), torch.tensor([0, 2])))
+    out.sum().backward()
+    opt.step()  # would raise on a sparse gradient given to Adam
+
+
+def test_schedule_state_round_trip():
+    cfg = TrainConfig(lr=1.0, schedule="linear", warmup_steps=3)
+    opt = build_optimizer(nn.Linear(2, 2), cfg)
+    s = Schedule(opt, lr_factor(cfg, 5, 50))
+    for _ in range(17):
+        s.step()
+    opt2 = build_optimizer(nn.Linear(2, 2), cfg)
+    s2 = Schedule(opt2, lr_factor(cfg, 5, 50))
+    s2.load_state_dict(s.state_dict())
+    assert s2.get_lr() == s.get_lr()
