@@ -1,0 +1,278 @@
+"""Named datasets: `get_dataset("sst2")` says where each split is and how to read it.
+
+A split's file is looked up in `$SEQLAB_DATA/<name>/<file>` (the layout of the shared data directory),
+then in the cache `$SEQLAB_CACHE/datasets/<name>/<file>` (default `~/.cache/seqlab`). When it is in
+neither, it is downloaded from the address torchtext uses, checked against the published checksum
+(md5 where only that is published, else sha256), and only then moved into the cache. Archives (SST-2's
+zip, IMDB's tarball) are kept in `<cache>/datasets/<name>/downloads/` and the split files are made from
+them in the same layout as `$SEQLAB_DATA`, so every later step reads the same files either way."""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqlab.data.io import atomic_write_bytes, open_text
+from seqlab.errors import ConfigError, DataError
+
+
+@dataclass
+class DatasetSpec:
+    """Where a named dataset's splits are and how to read them: `read(spec.train, spec.format,
+    **spec.reader_options)`. `valid` is None when the dataset has no validation split (the trainer then
+    holds one out of train). `label_names` maps a label as read to a readable name, when they differ."""
+
+    name: str
+    train: Path | None
+    valid: Path | None
+    test: Path | None
+    format: str
+    reader_options: dict = field(default_factory=dict)
+    label_names: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A downloadable file and its published checksum (exactly one of md5 / sha256)."""
+
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """A file taken out of a zip archive."""
+
+    archive: Remote
+    member: str
+
+
+@dataclass(frozen=True)
+class ImdbJsonl:
+    """One split of the aclImdb tarball packed as gzipped JSON lines, in the layout of $SEQLAB_DATA/imdb:
+    `{"label": "pos"|"neg", "id": "<id>_<rating>", "rating": r, "text": ...}`, pos then neg, by id."""
+
+    archive: Remote
+    split: str
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A file shipped inside the package, in `seqlab/data/sample/` (see its SOURCE.md)."""
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+
+Source = Remote | ZipMember | ImdbJsonl | Bundled
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named dataset: its files (path under `<root>/<name>/` -> where to get it), which file is which
+    split, and how to read them. `names_file` lists the label names, one per line, for labels 1, 2, ..."""
+
+    files: dict[str, Source]
+    train: str | None
+    valid: str | None
+    test: str | None
+    format: str
+    reader_options: dict = field(default_factory=dict)
+    label_names: dict[str, str] | None = None
+    names_file: str | None = None
+
+
+_SST2_ZIP = Remote("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
+                   md5="9f81648d4199384278b86e315dac217c")
+_TREC = "https://cogcomp.seas.upenn.edu/Data/QA/QC/"
+_AG = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/"
+_IMDB_TAR = Remote("http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                   md5="7c2ac02c03563afcf9b574c7e56c153a")
+
+DATASETS: dict[str, Recipe] = {
+    # GLUE's test split is unlabeled, so dev.tsv is the test set and the trainer holds out a validation split.
+    "sst2": Recipe(
+        files={"glue/train.tsv": ZipMember(_SST2_ZIP, "SST-2/train.tsv"),
+               "glue/dev.tsv": ZipMember(_SST2_ZIP, "SST-2/dev.tsv")},
+        train="glue/train.tsv", valid=None, test="glue/dev.tsv", format="tsv",
+        reader_options={"header": True, "label_column": "label", "text_columns": ["sentence"]},
+        label_names={"0": "negative", "1": "positive"},
+    ),
+    # The md5s are torchtext's; the sha256s are of the same bytes (see the shared data's SOURCE.md).
+    "trec": Recipe(
+        files={"train_5500.label": Remote(_TREC + "train_5500.label", sha256=(
+                   "9e4c8bdcaffb96ed61041bd64b564183d52793a8e91d84fc3a8646885f466ec3")),
+               "TREC_10.label": Remote(_TREC + "TREC_10.label", sha256=(
+                   "033f22c028c2bbba9ca682f68ffe204dc1aa6e1cf35dd6207f2d4ca67f0d0e8e"))},
+        train="train_5500.label", valid=None, test="TREC_10.label", format="trec",
+        reader_options={"encoding": "latin-1", "fine": False},
+    ),
+    "ag_news": Recipe(
+        files={"train.csv": Remote(_AG + "train.csv", md5="b1a00f826fdfbd249f79597b59e1dc12"),
+               "test.csv": Remote(_AG + "test.csv", sha256=(
+                   "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699")),
+               "classes.txt": Remote(_AG + "classes.txt", sha256=(
+                   "612dbfa932f07a6ed837295a7d5746ce7412e7bb4bc32ba919fdb3cda3a1b9b5"))},
+        train="train.csv", valid=None, test="test.csv", format="csv",
+        reader_options={"header": False, "label_column": 0}, names_file="classes.txt",
+    ),
+    # The bundled sample the default `seqlab train` uses: AG_NEWS's 7,600 test items cut 6,600/1,000.
+    "sample": Recipe(
+        files={"ag_news_train.csv.gz": Bundled(), "ag_news_test.csv.gz": Bundled()},
+        train="ag_news_train.csv.gz", valid=None, test="ag_news_test.csv.gz", format="csv",
+        reader_options={"header": False, "label_column": 0},
+        label_names={"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"},
+    ),
+    "imdb": Recipe(
+        files={"imdb-train.jsonl.gz": ImdbJsonl(_IMDB_TAR, "train"),
+               "imdb-test.jsonl.gz": ImdbJsonl(_IMDB_TAR, "test")},
+        train="imdb-train.jsonl.gz", valid=None, test="imdb-test.jsonl.gz", format="jsonl",
+        reader_options={"text_key": "text", "label_key": "label"},
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """`$SEQLAB_CACHE`, default `~/.cache/seqlab`."""
+    return Path(os.environ.get("SEQLAB_CACHE") or Path.home() / ".cache" / "seqlab")
+
+
+def get_dataset(name: str, *, download: bool = True, progress: bool = True) -> DatasetSpec:
+    """Resolve the named dataset's split files (downloading what is missing unless `download=False`).
+    An unknown name raises ConfigError with the nearest name; a missing or corrupt file, DataError."""
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown dataset {name!r}{hint} (choices: {sorted(DATASETS)})")
+    recipe = DATASETS[name]
+
+    def path(rel: str | None) -> Path | None:
+        return None if rel is None else _resolve(name, rel, recipe.files[rel], download, progress)
+
+    label_names = recipe.label_names
+    if recipe.names_file is not None:
+        with open_text(path(recipe.names_file)) as f:
+            names = [line.strip() for line in f if line.strip()]
+        label_names = {str(i): n for i, n in enumerate(names, start=1)}
+    return DatasetSpec(name, path(recipe.train), path(recipe.valid), path(recipe.test), recipe.format,
+                       dict(recipe.reader_options), label_names)
+
+
+def _resolve(name: str, rel: str, source: Source, download: bool, progress: bool) -> Path:
+    if isinstance(source, Bundled):
+        return SAMPLE_DIR / rel
+    data_root = os.environ.get("SEQLAB_DATA")
+    if data_root and (local := Path(data_root) / name / rel).is_file():
+        return local
+    cached = cache_dir() / "datasets" / name / rel
+    if cached.is_file():
+        return cached
+    if not download:
+        raise DataError(f"dataset {name!r}: {rel} is neither under $SEQLAB_DATA/{name}/ nor in the cache "
+                        f"{cached.parent} (downloads are off)")
+    downloads = cache_dir() / "datasets" / name / "downloads"
+    if isinstance(source, Remote):
+        fetch(source, cached, progress)
+    elif isinstance(source, ZipMember):
+        _extract_zip_member(_fetch_archive(source.archive, downloads, progress), source.member, cached)
+    else:
+        _imdb_to_jsonl(_fetch_archive(source.archive, downloads, progress), source.split, cached)
+    return cached
+
+
+def _fetch_archive(remote: Remote, downloads: Path, progress: bool) -> Path:
+    archive = downloads / remote.url.rsplit("/", 1)[-1]
+    if not archive.is_file():
+        fetch(remote, archive, progress)
+    return archive
+
+
+def fetch(remote: Remote, dest: Path, progress: bool = True) -> None:
+    """Download `remote.url` to `dest`: stream into a temp file beside it while hashing, then rename it
+    into place only if the checksum matches (else delete it and raise DataError)."""
+    # Imported here, as only a download needs them: they would double the time of `import seqlab.data`.
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    algorithm, expected = ("md5", remote.md5) if remote.md5 else ("sha256", remote.sha256)
+    if not expected:
+        raise ConfigError(f"no checksum for {remote.url}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.new(algorithm)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".download")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}",
+                      disable=not progress, leave=False) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected:
+            raise DataError(f"checksum mismatch for {remote.url}: expected {algorithm} {expected}, "
+                            f"got {digest.hexdigest()} (download deleted)", dest)
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"cannot download {remote.url}: {getattr(e, 'reason', None) or e}; put the file "
+                        f"there by hand, or under $SEQLAB_DATA", dest) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _extract_zip_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy one member of a zip archive to `dest` (via a temp file, renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out)
+        os.replace(tmp, dest)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise DataError(f"cannot extract {member} from the archive: {e}", archive) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+_IMDB_MEMBER = re.compile(r"(?:.*/)?aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt")
+
+
+def _imdb_to_jsonl(archive: Path, split: str, dest: Path) -> None:
+    """Pack the labelled reviews of one split of aclImdb_v1.tar.gz into `dest` (gzipped JSON lines)."""
+    reviews = []  # (label order, id, rating, label, text); pos first, as in $SEQLAB_DATA/imdb
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                m = _IMDB_MEMBER.fullmatch(member.name)
+                if not (member.isfile() and m and m.group(1) == split):
+                    continue
+                data = tar.extractfile(member).read()
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(f"{member.name} is not valid UTF-8", archive) from None
+                label, review_id, rating = m.group(2), int(m.group(3)), int(m.group(4))
+                reviews.append((label != "pos", review_id, rating, label, text))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot read the IMDB archive: {e}", archive) from None
+    if not reviews:
+        raise DataError(f"no aclImdb/{split}/pos|neg reviews in the archive", archive)
+    reviews.sort(key=lambda r: r[:2])
+    lines = (json.dumps({"label": label, "id": f"{i}_{rating}", "rating": rating, "text": text},
+                        ensure_ascii=False) for _, i, rating, label, text in reviews)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest, gzip.compress("\n".join(lines).encode("utf-8") + b"\n", mtime=0))
