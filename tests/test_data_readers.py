@@ -323,3 +323,9 @@ def test_column_count_comes_from_the_majority_and_one_column_files_are_refused(t
     assert examples(path, skip_bad_rows=True) == [("a", ("1",), 2), ("b", ("2",), 3)]
     single = write(tmp_path / "b.csv", "just text\nmore text\n")
     assert "expected a label column and a text column" in str(error_of(single))
+
+
+def test_a_bad_header_is_never_replaced_by_a_data_row(tmp_path):
+    path = write(tmp_path / "a.tsv", b"sent\x00ence\tlabel\ngood\t1\n")
+    err = error_of(path, header=True, skip_bad_rows=True)
+    assert str(err).startswith(f"{path}:1: unreadable header: NUL")

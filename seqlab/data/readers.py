@@ -190,6 +190,8 @@ def _read_delimited(
         )
     names = None
     if header:
+        if isinstance(head[0][1], _Bad):  # never take a later row for the header
+            raise DataError(f"unreadable header: {head[0][1].message}", path, head[0][0])
         header_line, first = good[0]
         names = [cell.strip() for cell in first]
         rows = ((n, r) for n, r in rows if n != header_line)
