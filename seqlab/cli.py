@@ -87,13 +87,19 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     texts = _read_inputs(a.texts, a.file)
     predictor = api.load(a.run_dir)
-    for text, r in zip(texts, predictor.predict(texts, top_k=a.top_k), strict=True):
+    options = {"explain": True} if a.explain else {}
+    for text, r in zip(texts, predictor.predict(texts, top_k=a.top_k, **options), strict=True):
         if a.json:
             print(json.dumps({"text": text, **r}, ensure_ascii=False))
-        elif a.top_k > 1:
+            continue
+        if a.top_k > 1:
             print("\t".join(f"{lab} {p:.4f}" for lab, p in r["top_k"]))
         else:
             print(f"{r['label']}\t{r['probability']:.4f}")
+        if a.explain:  # each token, its attention weight and a bar as long as the weight
+            width = max((len(tok) for tok, _ in r["attention"]), default=0)
+            for tok, w in r["attention"]:
+                print(f"  {tok:<{width}}  {w:.3f}  {'#' * round(w * 40)}")
 
 
 def cmd_info(a: argparse.Namespace) -> None:
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--file", help="one text per line")
     r.add_argument("--top-k", type=int, default=1)
     r.add_argument("--json", action="store_true", help="one JSON object per text")
+    r.add_argument("--explain", action="store_true",
+                   help="show each token's attention weight (models with attention pooling or [CLS])")
     r.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("info", help="what a run directory holds")

@@ -2,7 +2,11 @@
 Every class carries its options dataclass as `Config`; every model of a task has the same `forward`."""
 
 from seqlab.models.bag import BagClassifier
+from seqlab.models.cnn import CNNClassifier
+from seqlab.models.rnn import RNNClassifier
+from seqlab.models.transformer import TransformerClassifier
 
 MODELS: dict[str, dict[str, type]] = {
-    "classify": {"bag": BagClassifier},
+    "classify": {"bag": BagClassifier, "cnn": CNNClassifier, "rnn": RNNClassifier,
+                 "transformer": TransformerClassifier},
 }

@@ -377,10 +377,16 @@ class ClassifierPredictor:
         self.labels = list(task.labels.itos)
 
     @torch.no_grad()
-    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
-        """For each text: `label`, `probability` and `top_k` [(label, probability), ...] best first."""
+    def predict(self, texts: list[str], top_k: int = 1, explain: bool = False) -> list[dict]:
+        """For each text: `label`, `probability` and `top_k` [(label, probability), ...] best first;
+        with `explain`, also `attention` [(token, weight), ...]: the model's attention over the tokens
+        it read (models that attend only: rnn with pooling=attention, transformer with cls/attention)."""
         if isinstance(texts, str):
             texts = [texts]
+        if explain and not getattr(self.model, "attends", False):
+            raise ConfigError(f"--explain needs a model with attention over its tokens; this run's model "
+                              f"{self.task.cfg.model!r} has none (train model=rnn model.pooling=attention, "
+                              f"or model=transformer)")
         if not texts:
             return []
         task = self.task
@@ -389,10 +395,18 @@ class ClassifierPredictor:
         bs = task.cfg.train.eval_batch_size
         for index in sequential_batches(len(texts), bs):
             inputs = task.collate(data, index)
-            probs = torch.softmax(self.model(*inputs).float(), dim=-1).cpu()
+            if explain:
+                logits, weights = self.model(*inputs, return_attention=True)
+                weights = weights.float().cpu().tolist()  # (B, T)
+            else:
+                logits = self.model(*inputs)
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
             k = max(1, min(top_k, probs.shape[1]))
             p, idx = probs.topk(k, dim=1)
-            for row_p, row_i in zip(p.tolist(), idx.tolist(), strict=True):
+            for j, (row_p, row_i) in enumerate(zip(p.tolist(), idx.tolist(), strict=True)):
                 top = [(self.labels[i], pi) for i, pi in zip(row_i, row_p, strict=True)]
                 out.append({"label": top[0][0], "probability": top[0][1], "top_k": top})
+                if explain:
+                    tokens = task.features(texts[index[j]])[: task.opt.max_len]
+                    out[-1]["attention"] = list(zip(tokens, weights[j], strict=False))
         return out

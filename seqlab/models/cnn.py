@@ -1,0 +1,65 @@
+"""The convolutional text classifier of Kim (2014), "Convolutional Neural Networks for Sentence
+Classification":
+
+    embedding -> parallel 1-D convolutions of widths 3, 4, 5 (100 filters each: n-gram detectors)
+              -> ReLU -> max over time -> dropout -> Linear -> logits
+
+Each filter fires on the n-gram it has learned wherever it occurs; max-over-time keeps its strongest
+match, so the features do not depend on the position of the n-gram, nor on the padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from seqlab.errors import ConfigError
+from seqlab.models.embedding import WordEmbedding
+from seqlab.nn import NgramConv1d, padding_mask
+
+
+@dataclass
+class CNNConfig:
+    embed_dim: int = 300
+    widths: list = field(default_factory=lambda: [3, 4, 5])  # filter widths (n of the n-grams)
+    filters: int = 100  # per width
+    dropout: float = 0.5  # on the pooled features, as in the paper
+    embed_dropout: float = 0.0
+
+    def validate(self) -> None:
+        if not self.widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in self.widths):
+            raise ConfigError(f"model.widths must be a list of positive integers, got {self.widths!r}")
+        for name in ("embed_dim", "filters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+
+
+class CNNClassifier(nn.Module):
+    """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`."""
+
+    Config = CNNConfig
+    inputs: ClassVar[str] = "padded"
+
+    def __init__(self, cfg: CNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout)
+        self.conv = NgramConv1d(cfg.embed_dim, cfg.widths, cfg.filters)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(self.conv.output_dim, num_classes)
+
+    @staticmethod
+    def min_len(cfg: CNNConfig) -> int:
+        """Batches are at least as long as the widest filter."""
+        return max(cfg.widths)
+
+    def load_pretrained(self, path: str, itos: list[str], freeze: bool = False) -> dict[str, int]:
+        return self.embedding.load_pretrained(path, itos, freeze)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = padding_mask(lengths, tokens.size(1))  # (B, T), True at padding
+        features = self.conv(self.embedding(tokens), mask)  # (B, len(widths) * filters)
+        return self.fc(self.dropout(features))  # (B, C)

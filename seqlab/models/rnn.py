@@ -1,0 +1,97 @@
+"""The recurrent text classifier:
+
+    embedding -> RNN | LSTM | GRU (layers, optionally bidirectional; packed, so padding is invisible)
+              -> pooling over time -> activation -> dropout -> Linear -> logits
+
+Pooling `last` takes the final hidden state (of each direction), `mean`/`max` pool every position's
+output, and `attention` weighs the positions with a learned query (additive or dot-product) and
+exposes the weights, which `seqlab predict --explain` shows.
+
+The lecture's LSTMNet is `cell=lstm, num_layers=1, bidirectional=false, embed_dim=hidden_dim=128,
+pooling=last, activation=relu` (configs/*/lstmnet.yaml): final hidden state -> ReLU -> Linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqlab.errors import ConfigError
+from seqlab.models.embedding import WordEmbedding
+from seqlab.nn import AttentionPooling, RNNEncoder, padding_mask, pool_sequence
+
+POOLINGS = ("last", "mean", "max", "attention")
+ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "tanh": torch.tanh}
+
+
+@dataclass
+class RNNConfig:
+    embed_dim: int = 128
+    hidden_dim: int = 128  # per direction
+    cell: str = "lstm"  # rnn|lstm|gru
+    num_layers: int = 1
+    bidirectional: bool = True
+    pooling: str = "max"  # last|mean|max|attention
+    attention: str = "additive"  # additive|dot: the scoring of pooling=attention
+    activation: str = "none"  # none|relu|tanh on the pooled vector
+    dropout: float = 0.5  # on the pooled vector, and between stacked layers
+    embed_dropout: float = 0.0
+
+    def validate(self) -> None:
+        choices = {"cell": ("rnn", "lstm", "gru"), "pooling": POOLINGS, "attention": ("additive", "dot"),
+                   "activation": tuple(ACTIVATIONS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("embed_dim", "hidden_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+
+
+class RNNClassifier(nn.Module):
+    """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`; with `return_attention=True` (pooling
+    `attention` only) `(logits, weights: (B, T))`, the weights summing to 1 over each text's tokens."""
+
+    Config = RNNConfig
+    inputs: ClassVar[str] = "padded"
+
+    def __init__(self, cfg: RNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout)
+        self.encoder = RNNEncoder(cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.cell, cfg.bidirectional,
+                                  cfg.dropout)
+        dim = self.encoder.output_dim
+        self.pool = AttentionPooling(dim, cfg.attention) if cfg.pooling == "attention" else None
+        self.activation = ACTIVATIONS[cfg.activation]
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(dim, num_classes)
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention weights over its tokens to show."""
+        return self.pool is not None
+
+    def load_pretrained(self, path: str, itos: list[str], freeze: bool = False) -> dict[str, int]:
+        return self.embedding.load_pretrained(path, itos, freeze)
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if return_attention and not self.attends:
+            raise ValueError("return_attention needs pooling=attention")
+        mask = padding_mask(lengths, tokens.size(1))  # (B, T), True at padding
+        outputs, final, _ = self.encoder(self.embedding(tokens), lengths)  # (B, T, H * dirs), (B, H * dirs)
+        weights = None
+        if self.cfg.pooling == "last":
+            pooled = final
+        elif self.pool is not None:
+            pooled, weights = self.pool(outputs, mask)  # (B, H * dirs), (B, T)
+        else:
+            pooled = pool_sequence(outputs, mask, self.cfg.pooling)
+        logits = self.fc(self.dropout(self.activation(pooled)))  # (B, C)
+        return (logits, weights) if return_attention else logits

@@ -1,0 +1,115 @@
+"""The Transformer text classifier (an encoder only, as BERT, trained from scratch):
+
+    embedding (+ a learned [CLS] vector in front) + positions (sinusoidal or learned)
+        -> n_layers x (multi-head self-attention, feed-forward; pre- or post-LayerNorm)
+        -> pooling: the [CLS] position | mean | max | attention -> dropout -> Linear -> logits
+
+Padding is masked out of every attention (key-padding mask) and of the pooling, so it changes nothing.
+The weights shown by `seqlab predict --explain` are those of the attention pooling, or for [CLS] pooling
+the last layer's attention of [CLS] over the tokens, averaged over the heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from seqlab.errors import ConfigError
+from seqlab.models.embedding import WordEmbedding
+from seqlab.nn import (
+    AttentionPooling,
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    TransformerEncoder,
+    padding_mask,
+    pool_sequence,
+)
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.1  # in every sub-layer, on embeddings + positions, and before the head
+    activation: str = "gelu"  # relu|gelu
+    positional: str = "sinusoidal"  # sinusoidal|learned
+    max_len: int = 512  # longest input (with [CLS]) the positions cover; see task.max_len
+    norm_first: bool = True  # pre-LN (stable without warm-up); false: the paper's post-LN
+    pooling: str = "cls"  # cls|mean|max|attention
+    attention: str = "additive"  # additive|dot: the scoring of pooling=attention
+
+    def validate(self) -> None:
+        choices = {"activation": ("relu", "gelu"), "positional": ("sinusoidal", "learned"),
+                   "pooling": ("cls", "mean", "max", "attention"), "attention": ("additive", "dot")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+
+
+class TransformerClassifier(nn.Module):
+    """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`; with `return_attention=True` (pooling
+    `cls` or `attention`) `(logits, weights: (B, T))`, the weights summing to 1 over each text's tokens."""
+
+    Config = TransformerConfig
+    inputs: ClassVar[str] = "padded"
+
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.d_model
+        self.embedding = WordEmbedding(vocab_size, D, padding_idx)
+        self.cls = nn.Parameter(torch.randn(D)) if cfg.pooling == "cls" else None
+        if cfg.positional == "sinusoidal":
+            self.positions: nn.Module = SinusoidalPositionalEncoding(D, cfg.max_len, cfg.dropout)
+        else:
+            self.positions = LearnedPositionalEmbedding(cfg.max_len, D, cfg.dropout)
+        self.encoder = TransformerEncoder(cfg.n_layers, D, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.activation,
+                                          cfg.norm_first)
+        self.pool = AttentionPooling(D, cfg.attention) if cfg.pooling == "attention" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(D, num_classes)
+
+    @property
+    def attends(self) -> bool:
+        """Whether the model has attention weights over its tokens to show."""
+        return self.cfg.pooling in ("cls", "attention")
+
+    def load_pretrained(self, path: str, itos: list[str], freeze: bool = False) -> dict[str, int]:
+        return self.embedding.load_pretrained(path, itos, freeze)
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if return_attention and not self.attends:
+            raise ValueError("return_attention needs pooling=cls or pooling=attention")
+        B, T = tokens.shape
+        mask = padding_mask(lengths, T)  # (B, T), True at padding
+        x = self.embedding(tokens)  # (B, T, D)
+        if self.cls is not None:
+            x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], dim=1)  # (B, 1 + T, D)
+            mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1)
+        x = self.positions(x)
+        need_weights = return_attention and self.cls is not None
+        h, layer_weights = self.encoder(x, key_padding_mask=mask, need_weights=need_weights)  # (B, T', D)
+        weights = None
+        if self.cls is not None:
+            pooled = h[:, 0]  # (B, D)
+            if need_weights:
+                w = layer_weights[-1][:, :, 0, 1:].mean(dim=1)  # [CLS] over the tokens, mean of heads: (B, T)
+                weights = w / w.sum(dim=1, keepdim=True).clamp(min=1e-12)  # without [CLS]'s weight on itself
+        elif self.pool is not None:
+            pooled, weights = self.pool(h, mask)  # (B, D), (B, T)
+        else:
+            pooled = pool_sequence(h, mask, self.cfg.pooling)
+        logits = self.fc(self.dropout(pooled))  # (B, C)
+        return (logits, weights) if return_attention else logits

@@ -1,0 +1,95 @@
+"""Pretrained word vectors (word2vec / GloVe text format) loaded into the classifiers' embeddings."""
+
+import gzip
+
+import pytest
+import torch
+
+import seqlab
+from seqlab.errors import ConfigError, DataError
+from seqlab.models.embedding import WordEmbedding
+from tests.helpers import tiny_classification
+
+ITOS = ["<unk>", "<pad>", "the", "film", "great", "dull", "paris"]
+GLOVE = "the 0.1 0.2 0.3\ngreat 1 2 3\nzebra 9 9 9\nParis -1 -2 -3\nfilm 0.5 0.5 0.5\n"
+
+
+def embedding(dim=3):
+    torch.manual_seed(0)
+    return WordEmbedding(len(ITOS), dim, padding_idx=1)
+
+
+@pytest.mark.parametrize("fmt", ["glove", "word2vec", "gz"])
+def test_vectors_are_copied_and_coverage_is_reported(tmp_path, fmt):
+    path = tmp_path / ("vectors.txt.gz" if fmt == "gz" else "vectors.txt")
+    text = ("5 3\n" if fmt == "word2vec" else "") + GLOVE
+    if fmt == "gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, encoding="utf-8")
+    emb = embedding()
+    before = emb.weight.detach().clone()
+    coverage = emb.load_pretrained(path, ITOS)
+    assert coverage == {"found": 4, "vocab": 6}  # the, film, great, and paris through its lowercase
+    w = emb.weight.detach()
+    torch.testing.assert_close(w[ITOS.index("great")], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(w[ITOS.index("paris")], torch.tensor([-1.0, -2.0, -3.0]))
+    assert w[1].eq(0).all()  # padding stays zero
+    dull = ITOS.index("dull")  # not in the file: its random row, rescaled to the vectors' spread
+    assert torch.allclose(w[dull] / before[dull], (w[dull] / before[dull])[0].expand(3))
+    assert emb.weight.requires_grad
+
+
+def test_exact_case_wins_over_lowercased_match(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("Great 7 7 7\ngreat 1 2 3\n", encoding="utf-8")
+    emb = embedding()
+    emb.load_pretrained(path, ITOS)
+    torch.testing.assert_close(emb.weight[ITOS.index("great")].detach(), torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_freeze_stops_the_table_from_training(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text(GLOVE, encoding="utf-8")
+    emb = embedding()
+    emb.load_pretrained(path, ITOS, freeze=True)
+    assert not emb.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    "text, error, expect",
+    [
+        ("the 0.1 0.2\n", ConfigError, "have 2 dimensions but the model's embedding has 3"),
+        ("the 0.1 0.2 0.3\ngreat 1 x 3\n", DataError, "v.txt:2: not a number in the vector of 'great'"),
+    ],
+)
+def test_bad_files_are_user_errors(tmp_path, text, error, expect):
+    path = tmp_path / "v.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(error, match=expect):
+        embedding().load_pretrained(path, ITOS)
+
+
+def test_missing_or_binary_file_is_a_user_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        embedding().load_pretrained(tmp_path / "nope.txt", ITOS)
+    path = tmp_path / "vectors.bin"
+    path.write_bytes(b"\xff\xfe\x00binary word2vec")
+    with pytest.raises(DataError, match="cannot read pretrained vectors"):
+        embedding().load_pretrained(path, ITOS)
+
+
+def test_training_with_pretrained_vectors_logs_the_coverage(tmp_path):
+    files = tiny_classification(tmp_path, n_train=60, n_test=10)
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0 1 0 1\ngreat 1 1 1 1\nboring -1 -1 -1 -1\nunrelated 2 2 2 2\n", encoding="utf-8")
+    logs = []
+    run = seqlab.train(None, {**files, "model": "rnn", "model.embed_dim": 4, "model.hidden_dim": 4,
+                              "task.pretrained": str(path), "task.freeze_pretrained": True,
+                              "train.epochs": 1, "train.optimizer": "adam", "train.lr": 0.01},
+                       out=tmp_path / "run", log=logs.append)
+    line = next(m for m in logs if m.startswith("pretrained vectors:"))
+    assert line.startswith("pretrained vectors: 3/") and str(path) in line
+    predictor = seqlab.load(run)  # the frozen rows are those of the file
+    great = predictor.task.vocab.stoi["great"]
+    torch.testing.assert_close(predictor.model.embedding.weight[great].detach(), torch.ones(4))
