@@ -8,6 +8,7 @@ a batch be cut out with numpy slicing instead of Python loops over tokens.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ class Packed:
         starts = np.zeros(len(seqs), dtype=np.int64)
         if len(seqs) > 1:
             np.cumsum(lengths[:-1], out=starts[1:])
-        ids = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lengths.sum()))
+        ids = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
         return cls(ids, starts, lengths)
 
     def __len__(self) -> int:

@@ -147,12 +147,13 @@ class ClassifyTask:
             return list(ngrams_iterator(tokens, self.opt.ngrams))
         return tokens
 
-    def encode(self, texts: list[str]) -> Packed:
+    def encode(self, texts: list[str], features: list[list[str]] | None = None) -> Packed:
+        """Token (and n-gram) ids of each text; `features` are the texts' `features()` if already computed."""
         vocab = self.vocab
         hashed = self.model_cls.inputs == "bag" and self.opt.ngrams > 1 and self.opt.ngram_buckets > 0
         seqs = []
-        for t in texts:
-            ids = vocab.encode(self.features(t))
+        for i, t in enumerate(texts):
+            ids = vocab.encode(features[i] if features is not None else self.features(t))
             if hashed:
                 ids = ids + hashed_ngram_ids(ids, self.opt.ngrams, self.opt.ngram_buckets, len(vocab))
             seqs.append(ids)
@@ -178,9 +179,10 @@ class ClassifyTask:
         if "valid" not in raw and self.cfg.data.valid_fraction > 0:
             raw["train"], raw["valid"] = self._hold_out(raw["train"])
         self._leak_guard(raw)
+        train_features = [self.features(t) for t in raw["train"][0]]
         if artifacts is None:
             self.vocab = Vocab.build(
-                (self.features(t) for t in raw["train"][0]),
+                train_features,
                 min_freq=self.opt.min_freq,
                 max_size=self.opt.max_vocab,
             )
@@ -188,7 +190,8 @@ class ClassifyTask:
         else:
             self.load_artifacts(artifacts)
         for split, (texts, labels, lines, path) in raw.items():
-            self.splits[split] = self._make_split(texts, labels, lines, path, split)
+            feats = train_features if split == "train" else None
+            self.splits[split] = self._make_split(texts, labels, lines, path, split, feats)
         self.counts.update({f"{k}_examples": len(v.texts) for k, v in self.splits.items()})
         self.counts.update(vocab_size=len(self.vocab), num_classes=len(self.labels))
         self._report_truncation()
@@ -229,7 +232,7 @@ class ClassifyTask:
             raw["train"] = ([t[i] for i in keep], [lab[i] for i in keep], [ln[i] for i in keep], p)
             self.counts["dropped_from_train"] = len(t) - len(keep)
 
-    def _make_split(self, texts, labels, lines, path, split) -> Split:
+    def _make_split(self, texts, labels, lines, path, split, features=None) -> Split:
         if split == "train" and not texts:
             raise DataError("no training examples", path=path)
         ids = []
@@ -238,7 +241,7 @@ class ClassifyTask:
                 ids.append(self.labels.index(lab))
             except LabelError as e:
                 raise LabelError(e.message, path=path, line=line) from None
-        return Split(texts, np.asarray(ids, dtype=np.int64), self.encode(texts), path)
+        return Split(texts, np.asarray(ids, dtype=np.int64), self.encode(texts, features), path)
 
     def _report_truncation(self) -> None:
         if self.opt.max_len and self.model_cls.inputs == "padded":
