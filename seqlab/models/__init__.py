@@ -3,10 +3,14 @@ Every class carries its options dataclass as `Config`; every model of a task has
 
 from seqlab.models.bag import BagClassifier
 from seqlab.models.cnn import CNNClassifier
+from seqlab.models.convnet import ConvNet
 from seqlab.models.rnn import RNNClassifier
+from seqlab.models.tagger import CNNTagger, RNNTagger, TransformerTagger
 from seqlab.models.transformer import TransformerClassifier
 
 MODELS: dict[str, dict[str, type]] = {
     "classify": {"bag": BagClassifier, "cnn": CNNClassifier, "rnn": RNNClassifier,
                  "transformer": TransformerClassifier},
+    "tag": {"rnn": RNNTagger, "cnn": CNNTagger, "transformer": TransformerTagger},
+    "image": {"convnet": ConvNet},
 }

@@ -2,7 +2,11 @@
 An explicit registry, name -> class."""
 
 from seqlab.tasks.classify import ClassifyTask
+from seqlab.tasks.image import ImageTask
+from seqlab.tasks.tag import TagTask
 
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
+    "tag": TagTask,
+    "image": ImageTask,
 }
