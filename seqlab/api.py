@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,36 @@ def read_run_config(run_dir: str | os.PathLike) -> Config:
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError("run directory not found", path=run)
-    tree = load_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else None
-    if tree is None:
+    if not (run / "config.yaml").is_file():
         raise CheckpointError("not a run directory (no config.yaml)", path=run)
+    tree = load_yaml(run / "config.yaml")
+    if not tree:
+        raise CheckpointError("config.yaml is empty", path=run)
     try:
         return resolve(tree)
     except ConfigError as e:
         raise CheckpointError(f"run directory is not usable by this seqlab: {e.message}", path=run) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    return True
+
+
+def _remove_stale_partials(run_dir: Path) -> None:
+    """Remove the hidden `.NAME.partial-PID` directories that runs into `run_dir` killed while creating it
+    left behind (their process is gone). POSIX only: elsewhere `os.kill(pid, 0)` is not a harmless probe."""
+    if os.name != "posix":
+        return
+    for partial in run_dir.parent.glob(f".{glob.escape(run_dir.name)}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _setup(cfg: Config, log) -> tuple[torch.device, Any]:
@@ -70,10 +95,12 @@ def train(
     log=print,
 ) -> Path:
     """Train a model and return its run directory. `resume=RUN_DIR` continues an interrupted run
-    exactly where its last checkpoint left it (only the keys in RESUMABLE_KEYS may change)."""
+    exactly where its last checkpoint left it (only the keys in RESUMABLE_KEYS may change); a run
+    stopped before its first checkpoint starts over, which gives the same result."""
     log = None if quiet else log
     say = log or (lambda _m: None)
     changed: dict = {}
+    start_over = False
     if resume is not None:
         run_dir = Path(resume)
         cfg = read_run_config(run_dir)
@@ -87,8 +114,7 @@ def train(
             raise ConfigError(f"cannot change {', '.join(bad)} when resuming (allowed: {allowed})")
         if changed:
             cfg = make_config(cfg.to_dict(), changed)
-        if not checkpoint_dirs(run_dir):
-            raise CheckpointError("nothing to resume: the run has no checkpoint yet", path=run_dir)
+        start_over = not checkpoint_dirs(run_dir)
     else:
         cfg = make_config(preset, overrides)
     seed_everything(cfg.seed)
@@ -105,6 +131,7 @@ def train(
         run_dir = Path(out) if out is not None else _default_out(cfg)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"{run_dir} exists and is not empty: choose another --out or --resume it")
+        _remove_stale_partials(run_dir)
         tmp = run_dir.with_name(f".{run_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -113,12 +140,16 @@ def train(
         if run_dir.exists():
             run_dir.rmdir()
         os.replace(tmp, run_dir)
-    elif changed:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    else:
+        if changed:
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        if start_over:
+            say("no checkpoint yet: the run starts over from step 0")
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     trainer = Trainer(task, model, cfg.train, run_dir, device, cfg.precision, log=log, progress=not quiet)
-    results = trainer.fit(resume=resume is not None)
+    results = trainer.fit(resume=resume is not None and not start_over)
     wall = time.perf_counter() - t0
-    _write_summary(run_dir, results, wall, n_params, task)
+    _write_summary(run_dir, results, wall, n_params, task, trainer.skipped_steps)
     test = results.get("test")
     if test:
         print(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
@@ -134,9 +165,9 @@ def _show(name: str, v: float) -> str:
     return f"{v * 100:.1f}%" if name.endswith("accuracy") else f"{v:.4f}"
 
 
-def _write_summary(run_dir: Path, results: dict, wall: float, n_params: int, task) -> None:
+def _write_summary(run_dir: Path, results: dict, wall: float, n_params: int, task, skipped: int) -> None:
     summary = {"results": results, "wall_seconds": wall, "parameters": n_params, "counts": task.counts,
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
+               "skipped_steps": skipped, "torch": torch.__version__, "threads": torch.get_num_threads()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
 
 
@@ -162,9 +193,10 @@ def load(run_dir: str | os.PathLike, device: str | None = None):
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test",
-             skip_bad_rows: bool = False) -> dict:
-    """Full metrics of a run on `split` of its own data, of a named dataset, or of a file."""
-    cfg, dev, task = _open(run_dir)
+             skip_bad_rows: bool = False, log=None) -> dict:
+    """Full metrics of a run on `split` of its own data, of a named dataset, or of a file. `log` receives
+    the task's notes on the data (skipped bad rows, texts shared between splits)."""
+    cfg, dev, task = _open(run_dir, log=log)
     cfg.data.skip_bad_rows = skip_bad_rows or cfg.data.skip_bad_rows
     if data is not None and not Path(data).exists() and "/" not in data and "." not in data:
         cfg.dataset, cfg.data.train, cfg.data.valid, cfg.data.test = data, None, None, None
@@ -185,19 +217,31 @@ def info(run_dir: str | os.PathLike) -> dict:
     """What a run is: config, data counts, parameters, results, checkpoints."""
     cfg = read_run_config(run_dir)
     run = Path(run_dir)
-    summary = {}
-    if (run / "summary.json").is_file():
-        try:
-            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        except ValueError:
-            summary = {}
     return {
         "run_dir": str(run),
         "task": cfg.task,
         "model": cfg.model,
         "dataset": cfg.dataset or cfg.data.train,
         "config": cfg.to_dict(),
-        "summary": summary,
+        "summary": _read_summary(run / "summary.json"),
         "checkpoints": [p.name for p in checkpoint_dirs(run)],
         "files": sorted(p.name for p in run.iterdir()),
     }
+
+
+def _read_summary(path: Path) -> dict:
+    """A run's summary.json, or {} (with a warning) when it is unreadable or not what seqlab writes."""
+    if not path.is_file():
+        return {}
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+        counts, results = s.get("counts", {}), s.get("results", {})
+        ok = (isinstance(s.get("parameters", 0), int) and isinstance(s.get("wall_seconds", 0.0), (int, float))
+              and all(isinstance(v, int) for k, v in counts.items() if k.endswith("_examples"))
+              and all(isinstance(m, dict) for m in results.values()))
+    except (ValueError, AttributeError):  # not JSON, not UTF-8, or not the mappings seqlab writes
+        ok = False
+    if not ok:
+        warnings.warn(f"{path}: not a summary written by seqlab; ignored", stacklevel=2)
+        return {}
+    return s

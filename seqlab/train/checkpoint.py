@@ -118,7 +118,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, sta
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{step:09d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # left by a process killed while writing (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     try:
         save_model(model, str(tmp / "model.safetensors"))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from seqlab.errors import Interrupted, TrainingError
+from seqlab.errors import CheckpointError, Interrupted, TrainingError
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
 from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
@@ -80,6 +80,17 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.lines += 1
+
+
+def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """Name of the first tensor holding a NaN or an infinity (one host sync for all of them)."""
+    if not named:
+        return None
+    values = [t.coalesce().values() if t.is_sparse else t for _, t in named]
+    finite = torch.stack([torch.isfinite(v).all() for v in values])
+    if bool(finite.all()):
+        return None
+    return next(n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok)
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -174,7 +185,22 @@ class Trainer:
         self.metrics.truncate(state["metrics_lines"])
         set_rng_state(state["rng"])
 
+    def _check_weights(self) -> None:
+        """Never write non-finite weights (an update can overflow though loss and gradients were finite)."""
+        name = _first_nonfinite([(n, p.detach()) for n, p in self.model.named_parameters()])
+        if name is not None:
+            raise TrainingError(
+                f"non-finite value in parameter {name!r} after step {self.global_step}; training stopped, "
+                f"the last good checkpoint is untouched (lower train.lr or set train.clip_grad_norm)",
+                path=self.run_dir,
+            )
+
+    def _save_weights(self) -> None:
+        self._check_weights()
+        save_weights(self.model, self.run_dir / "model.safetensors")
+
     def checkpoint(self) -> None:
+        self._check_weights()
         save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(), self.cfg.keep_checkpoints)
 
     # ----------------------------------------------------------------- signals
@@ -190,17 +216,6 @@ class Trainer:
         return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
     # ----------------------------------------------------------------- one step
-    def _nonfinite_grad(self) -> str | None:
-        """Name of the first parameter whose gradient holds NaN/inf (one sync for all of them)."""
-        named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
-        if not named:
-            return None
-        vals = [g.coalesce().values() if g.is_sparse else g for _, g in named]
-        norms = torch.stack([torch.linalg.vector_norm(v.float()) for v in vals])
-        if bool(torch.isfinite(norms).all()):
-            return None
-        return next(n for (n, _), ok in zip(named, torch.isfinite(norms).tolist(), strict=True) if not ok)
-
     def _train_step(self, batch: Any) -> dict[str, float] | None:
         self.model.train()
         self.optimizer.zero_grad()
@@ -212,7 +227,8 @@ class Trainer:
             if self.scaler.is_enabled():
                 for o in self.optimizer.optimizers:
                     self.scaler.unscale_(o)
-            name = self._nonfinite_grad()
+            grads = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+            name = _first_nonfinite(grads)
             if name is not None and not self.scaler.is_enabled():
                 bad = f"the gradient of parameter {name!r}"
         if bad is not None:
@@ -229,7 +245,14 @@ class Trainer:
         if self.cfg.clip_grad_norm:
             dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
             torch.nn.utils.clip_grad_norm_(dense, self.cfg.clip_grad_norm)
-        self.optimizer.step(self.scaler)
+        try:
+            self.optimizer.step(self.scaler)
+        except RuntimeError as e:  # Adam's step size lr / (1 - beta1^t) beyond float range
+            if "overflow" not in str(e):
+                raise
+            raise TrainingError(f"the optimiser step overflowed at step {self.global_step + 1} (train.lr="
+                                f"{self.cfg.lr:g} is far too large); training stopped, the last good "
+                                f"checkpoint is untouched", path=self.run_dir) from None
         if self.scaler.is_enabled():
             self.scaler.update()
         self.schedule.step()
@@ -245,7 +268,7 @@ class Trainer:
         value = valid[self.metric]
         if _better(self.metric, value, self.best):
             self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
-            save_weights(self.model, self.run_dir / "model.safetensors")
+            self._save_weights()
         else:
             self.bad_epochs += 1
 
@@ -259,7 +282,15 @@ class Trainer:
             total = min(total, self.cfg.max_steps)
         self.schedule = Schedule(self.optimizer, lr_factor(self.cfg, steps_per_epoch, total))
         if resume:
-            self.load_state_dict(load_latest_checkpoint(self.run_dir, self.model))
+            state = load_latest_checkpoint(self.run_dir, self.model)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+                raise CheckpointError(
+                    f"the training state does not fit this run ({e.__class__.__name__}: "
+                    f"{str(e).splitlines()[0][:120] if str(e) else ''}); was config.yaml edited?",
+                    path=self.run_dir / "checkpoints",
+                ) from None
             self.log(f"resumed at epoch {self.epoch + 1}, step {self.step_in_epoch} of {steps_per_epoch} "
                      f"(global step {self.global_step})")
         has_valid = self.task.has_split("valid")
@@ -330,7 +361,7 @@ class Trainer:
             self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
             self._after_valid(valid)
         else:
-            save_weights(self.model, self.run_dir / "model.safetensors")
+            self._save_weights()
         if self.task.headline in train:
             self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
         stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
