@@ -179,3 +179,17 @@ def test_bad_data_and_options_are_user_errors(tmp_path, corpus):
     with pytest.raises(DataError, match=f"{bad}:1: expected 10 TAB-separated fields"):
         seqlab.train(None, {**corpus, "task": "tag", "data.train": str(bad)}, out=tmp_path / "c", quiet=True)
     assert not (tmp_path / "c").exists()
+
+
+def test_named_ud_datasets_resolve_to_the_shared_copies_and_ewt_evaluates_a_run(run, shared_data, tmp_path):
+    from seqlab.data import get_dataset
+
+    lines = get_dataset("ud_english", download=False)
+    assert lines.train == shared_data / "ud_english/lines/en_lines-ud-train.conllu" and lines.format == "conllu"
+    ewt = get_dataset("ud_english_ewt", download=False)
+    assert ewt.train is None and ewt.test == shared_data / "ud_english/ewt/en_ewt-ud-test.conllu"
+    rep = seqlab.evaluate(run, data="ud_english_ewt")
+    assert (rep["sentences"], rep["tokens"]) == (2077, 25094)
+    assert 0 < rep["unseen_tokens"] < rep["tokens"] and "SYM" in rep["per_class"]
+    with pytest.raises(ConfigError, match="'ud_english_ewt' has no training split"):
+        seqlab.train(None, {"task": "tag", "dataset": "ud_english_ewt"}, out=tmp_path / "r", quiet=True)

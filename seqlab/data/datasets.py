@@ -79,8 +79,9 @@ Source = Remote | ZipMember | ImdbJsonl | Bundled
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named dataset: its files (path under `<root>/<name>/` -> where to get it), which file is which
-    split, and how to read them. `names_file` lists the label names, one per line, for labels 1, 2, ..."""
+    """A named dataset: its files (path under `<root>/<folder>/` -> where to get it), which file is which
+    split, and how to read them. `names_file` lists the label names, one per line, for labels 1, 2, ...
+    `folder` defaults to the dataset's name (datasets from one source may share a folder)."""
 
     files: dict[str, Source]
     train: str | None
@@ -90,12 +91,15 @@ class Recipe:
     reader_options: dict = field(default_factory=dict)
     label_names: dict[str, str] | None = None
     names_file: str | None = None
+    folder: str | None = None
 
 
 _SST2_ZIP = Remote("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
                    md5="9f81648d4199384278b86e315dac217c")
 _TREC = "https://cogcomp.seas.upenn.edu/Data/QA/QC/"
 _AG = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/"
+_LINES = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-LinES/30927439b9d383d21d0c86e647ba493cd89adf8c/"
+_EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/15d613d8447b3478787d4c278730a1e48a945efb/"
 _IMDB_TAR = Remote("http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
                    md5="7c2ac02c03563afcf9b574c7e56c153a")
 
@@ -139,6 +143,26 @@ DATASETS: dict[str, Recipe] = {
         train="imdb-train.jsonl.gz", valid=None, test="imdb-test.jsonl.gz", format="jsonl",
         reader_options={"text_key": "text", "label_key": "label"},
     ),
+    # Universal Dependencies, CoNLL-U, read by the tag task (its task.column picks UPOS or XPOS). Pinned commits.
+    "ud_english": Recipe(
+        files={"lines/en_lines-ud-train.conllu": Remote(_LINES + "en_lines-ud-train.conllu", sha256=(
+                   "27609ded288bf3704def21f18d227e3f40957b4981174411f6bed34acf3025b6")),
+               "lines/en_lines-ud-dev.conllu": Remote(_LINES + "en_lines-ud-dev.conllu", sha256=(
+                   "3aabd1f843517fb615c8760c316a76125af2fff01c59b9a4049fe7c393891d2b")),
+               "lines/en_lines-ud-test.conllu": Remote(_LINES + "en_lines-ud-test.conllu", sha256=(
+                   "14c56b50da6d8876ce1fdaa9b19c2845dfff73ff57766ddc2f812d88612ce3a8"))},
+        train="lines/en_lines-ud-train.conllu", valid="lines/en_lines-ud-dev.conllu",
+        test="lines/en_lines-ud-test.conllu", format="conllu",
+    ),
+    # EWT (web text: another domain than LinES) for evaluation only: its train split is not used here.
+    "ud_english_ewt": Recipe(
+        files={"ewt/en_ewt-ud-dev.conllu": Remote(_EWT + "en_ewt-ud-dev.conllu", sha256=(
+                   "531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6")),
+               "ewt/en_ewt-ud-test.conllu": Remote(_EWT + "en_ewt-ud-test.conllu", sha256=(
+                   "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd"))},
+        train=None, valid="ewt/en_ewt-ud-dev.conllu", test="ewt/en_ewt-ud-test.conllu", format="conllu",
+        folder="ud_english",
+    ),
 }
 
 
@@ -157,7 +181,7 @@ def get_dataset(name: str, *, download: bool = True, progress: bool = True) -> D
     recipe = DATASETS[name]
 
     def path(rel: str | None) -> Path | None:
-        return None if rel is None else _resolve(name, rel, recipe.files[rel], download, progress)
+        return None if rel is None else _resolve(recipe.folder or name, rel, recipe.files[rel], download, progress)
 
     label_names = recipe.label_names
     if recipe.names_file is not None:

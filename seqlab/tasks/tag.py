@@ -167,7 +167,10 @@ class TagTask:
         from it (resume, evaluation) and a training split is optional; otherwise they are built from it."""
         sources = self._sources()
         if not sources["train"] and artifacts is None:
-            raise ConfigError("no training data: set data.train=PATH or dataset=NAME")
+            name = self.cfg.dataset
+            raise ConfigError(f"dataset {name!r} has no training split: evaluate a run on it with "
+                              f"`seqlab evaluate RUN_DIR --data {name}`" if name and not self.cfg.data.train
+                              else "no training data: set data.train=PATH or dataset=NAME")
         raw = {split: (self.read_file(path), str(path)) for split, path in sources.items() if path}
         if "train" in raw and "valid" not in raw and self.cfg.data.valid_fraction > 0:
             sentences, path = raw["train"]
