@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 
-from seqlab.errors import DataError, SeqlabError
+from seqlab.errors import DataError, Interrupted, SeqlabError
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes of argv that are not UTF-8 (surrogateescape)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"seqlab: warning: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"seqlab: {message}", file=sys.stderr)
 
 
 def _read_inputs(texts: list[str], file: str | None) -> list[str]:
@@ -25,19 +32,18 @@ def _read_inputs(texts: list[str], file: str | None) -> list[str]:
         for i, t in enumerate(texts, 1):
             if not t.strip():
                 raise DataError(f"empty text (argument {i})")
+            if _UNDECODABLE.search(t):
+                raise DataError(f"not valid UTF-8 text (argument {i})")
         return texts
-    from seqlab.data.io import open_text
+    from seqlab.data.io import read_lines
 
     out = []
-    with open_text(file) as f:
-        try:
-            for i, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if not line.strip():
-                    raise DataError("empty text", path=file, line=i)
-                out.append(line)
-        except UnicodeDecodeError:
-            raise DataError(f"not valid UTF-8 text (after line {len(out)})", path=file) from None
+    for number, line, problem in read_lines(file, encoding="UTF-8"):
+        if problem is not None:  # undecodable bytes, a NUL byte, an overlong line
+            raise DataError(problem.split(" (")[0], path=file, line=number)
+        if not line.strip():
+            raise DataError("empty text", path=file, line=number)
+        out.append(line)
     if not out:
         raise DataError("no texts in file", path=file)
     return out
@@ -62,7 +68,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from seqlab import api
 
-    rep = api.evaluate(a.run_dir, data=a.data, split=a.split, skip_bad_rows=a.skip_bad_rows)
+    rep = api.evaluate(a.run_dir, data=a.data, split=a.split, skip_bad_rows=a.skip_bad_rows, log=_note)
     if a.json:
         print(json.dumps(rep))
         return
@@ -168,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as e:  # not an error: the run can be resumed
+        print(f"seqlab: {e}", file=sys.stderr)
+        return e.exit_code
     except SeqlabError as e:
         print(f"seqlab: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -32,11 +32,13 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
 TIMING = ("seconds", "examples_per_s")
 
 # 228 training examples (12 held out for valid), batch 4: 57 steps per epoch, 171 in all; a checkpoint
-# every 5 steps; dropout draws from the RNG at every step; SGD with momentum and Adam(+SparseAdam) carry
-# optimiser state; the step schedule changes the learning rate at every epoch.
-SETTINGS = {"train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 5, "train.keep_checkpoints": 3,
-            "model.dim": 16, "model.dropout": 0.3, "threads": 1}
-OPTIMIZERS = {"sgd": {"train.optimizer": "sgd", "train.lr": 0.5, "train.momentum": 0.9},
+# every 5 steps; dropout draws from the RNG at every step; SGD with momentum (dense embedding) and Adam
+# (+SparseAdam for the sparse embedding) carry optimiser state; the step schedule changes the learning
+# rate at every epoch.
+SETTINGS = {"train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 5,
+            "train.keep_checkpoints": 3, "model.dim": 16, "model.dropout": 0.3, "threads": 1}
+OPTIMIZERS = {"sgd": {"train.optimizer": "sgd", "train.lr": 0.5, "train.momentum": 0.9,
+                      "model.sparse": False},
               "adam": {"train.optimizer": "adam", "train.lr": 0.01}}
 
 # `python -m seqlab` with one function wrapped so that its Nth call SIGKILLs the process: `evaluate` after the
@@ -73,7 +75,8 @@ def start(args: list[str], log: Path, kill_at: str | None = None) -> subprocess.
     cmd = [sys.executable, "-m", "seqlab"] if kill_at is None else [sys.executable, "-c", RUNNER]
     env = ENV if kill_at is None else {**ENV, "SEQLAB_KILL_AT": kill_at}
     with open(log, "w") as f:
-        return subprocess.Popen([*cmd, *args, "--quiet"], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        return subprocess.Popen([*cmd, *args, "--quiet"], stdout=f, stderr=subprocess.STDOUT, env=env,
+                                cwd=REPO)
 
 
 def newest_step(run: Path) -> int:
@@ -82,16 +85,23 @@ def newest_step(run: Path) -> int:
     return int(dirs[-1].name.removeprefix("step-")) if dirs else 0
 
 
-def kill_when(proc: subprocess.Popen, ready, log: Path, delay: float = 0.0) -> None:
-    """SIGKILL `proc` (from outside) `delay` seconds after `ready()` first holds."""
+def signal_when(proc: subprocess.Popen, ready, log: Path, sig: int, delay: float = 0.0) -> int:
+    """Send `sig` to `proc` `delay` seconds after `ready()` first holds; return its exit code."""
     deadline = time.monotonic() + 300
     while not ready():
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before the kill point:\n{log.read_text()}"
-        assert time.monotonic() < deadline, "the run never got to the kill point"
+        ended = proc.poll()
+        assert ended is None, f"the run ended (exit {ended}) before the signal:\n{log.read_text()}"
+        assert time.monotonic() < deadline, "the run never got to the point of the signal"
         time.sleep(0.002)
     time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, f"finished before the kill:\n{log.read_text()}"
+    proc.send_signal(sig)
+    return proc.wait(timeout=120)
+
+
+def kill_when(proc: subprocess.Popen, ready, log: Path, delay: float = 0.0) -> None:
+    """SIGKILL `proc` (from outside) `delay` seconds after `ready()` first holds."""
+    code = signal_when(proc, ready, log, signal.SIGKILL, delay)
+    assert code == -signal.SIGKILL, f"finished before the kill:\n{log.read_text()}"
 
 
 def killed_from_within(proc: subprocess.Popen, log: Path) -> None:
@@ -136,7 +146,8 @@ def reference(data, tmp_path_factory) -> dict[str, Path]:
             for name, opt in OPTIMIZERS.items()}
 
 
-def test_sgd_killed_in_its_first_checkpoint_write_mid_epoch_and_in_evaluation(data, reference, tmp_path, capsys):
+def test_sgd_killed_in_its_first_checkpoint_write_mid_epoch_and_in_evaluation(data, reference, tmp_path,
+                                                                               capsys):
     run, log = tmp_path / "run", tmp_path / "log"
     args = ["train", *argv({**data, **SETTINGS, **OPTIMIZERS["sgd"]}), "--out", str(run)]
     # 1. inside the very first checkpoint write: no checkpoint is finished, so --resume starts over
@@ -191,7 +202,8 @@ def test_a_kill_before_the_run_directory_exists_leaves_nothing_behind(data, tmp_
     kill_when(proc, reading, log)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.csv", "log"]
     # a kill in the moment the hidden directory exists, before it is renamed to the run directory
-    killed_from_within(start(["train", *argv({**data, **SETTINGS}), "--out", str(run)], log, kill_at="run_dir:1"), log)
+    args = ["train", *argv({**data, **SETTINGS}), "--out", str(run)]
+    killed_from_within(start(args, log, kill_at="run_dir:1"), log)
     assert not run.exists() and len(list(tmp_path.glob(".run.partial-*"))) == 1
     assert main(["train", *argv({**data, **SETTINGS, "train.epochs": 1}), "--out", str(run), "--quiet"]) == 0
     assert (run / "model.safetensors").is_file() and not list(tmp_path.glob(".run.partial-*"))
