@@ -111,6 +111,22 @@ def cmd_predict(a: argparse.Namespace) -> None:
                 print(f"  {tok:<{width}}  {w:.3f}  {'#' * round(w * 40)}")
 
 
+def cmd_generate(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    predictor = api.load(a.run_dir)
+    if not hasattr(predictor, "stream"):
+        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; generate needs a language model (task=lm)")
+    given = {"max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_k": a.top_k,
+             "top_p": a.top_p, "seed": a.seed}
+    pieces = predictor.stream(a.prompt, **{k: v for k, v in given.items() if v is not None})
+    first = next(pieces, "")  # a bad prompt or option fails here, before anything is printed
+    print(a.prompt + first, end="", flush=True)
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print()
+
+
 def cmd_info(a: argparse.Namespace) -> None:
     from seqlab import api
 
@@ -161,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--explain", action="store_true",
                    help="show each token's attention weight (models with attention pooling or [CLS])")
     r.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser("generate", help="continue a prompt with a language model, printing tokens as they come")
+    g.add_argument("run_dir")
+    g.add_argument("--prompt", required=True, help="the text to continue")
+    g.add_argument("--max-new-tokens", type=int, help="tokens to generate")
+    g.add_argument("--temperature", type=float, help="0: always the most likely token; higher: more varied")
+    g.add_argument("--top-k", type=int, help="draw only from the K most likely tokens")
+    g.add_argument("--top-p", type=float, help="draw only from the smallest set of tokens with probability >= P")
+    g.add_argument("--seed", type=int, help="the same seed gives the same text")
+    g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("run_dir")

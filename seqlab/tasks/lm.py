@@ -1,0 +1,354 @@
+"""Task `lm`: text -> the next token, and generation (the lecture's "one to many", truncated BPTT).
+
+Data: each split is one stream of token ids (`seqlab.data.lm`); character level keeps the newline as a
+token, word level (PTB) ends every line with `<eos>`, BPE (byte level) keeps the newline in its bytes.
+A dataset without a valid split holds out the last `data.valid_fraction` of the training stream (nanoGPT's
+90/10 split of Tiny Shakespeare). The tokenizer is trained on the training file and saved with the run.
+
+Training, one epoch:
+- `task.steps_per_epoch=0` (truncated BPTT): the training stream cut into `train.batch_size` parallel
+  streams, walked left to right in windows of `task.bptt` tokens, each window once per epoch. The model's
+  state (an RNN's hidden state) is carried from one window to the next and detached, so gradients stop at
+  the window edge; it restarts from zeros at each epoch, and is saved in checkpoints for exact resume.
+- `task.steps_per_epoch=N` (nanoGPT): N batches of random windows of `task.bptt` tokens, each drawn from
+  a generator seeded by (seed, epoch, step); every window starts from a fresh state.
+The Transformer returns no state in training, so it sees each window on its own, with the causal mask;
+its context length (positions) is `task.bptt`.
+
+Metrics on the whole valid/test stream (every token but the first is predicted exactly once): `loss`
+(nats per token) and `bits_per_char` (char level) or `perplexity` (word, BPE). The stream is cut into
+`train.eval_batch_size` rows read in windows of `task.bptt`, the state carried across windows as in
+training.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.data import get_dataset
+from seqlab.data.lm import (
+    batchify,
+    bptt_windows,
+    encode_corpus,
+    random_windows,
+    read_corpus_lines,
+    split_corpus,
+)
+from seqlab.data.subword import KINDS, TextTokenizer
+from seqlab.errors import CheckpointError, ConfigError, DataError
+from seqlab.models import MODELS
+from seqlab.tasks.generate import generate_ids
+
+ARTIFACT = "tokenizer.json"
+IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
+
+
+@dataclass
+class LMConfig:
+    tokenizer: str = "char"  # char|word|bpe
+    vocab_size: int | None = None  # bpe: the size to learn (required); char/word: a cap (None keeps all)
+    min_freq: int = 1
+    lowercase: bool = False
+    bptt: int = 64  # window length T: truncated-BPTT length, and the Transformer's context
+    steps_per_epoch: int = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
+
+    def validate(self) -> None:
+        if self.tokenizer not in KINDS:
+            raise ConfigError(f"task.tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
+        if self.tokenizer == "bpe" and self.vocab_size is None:
+            raise ConfigError("task.tokenizer=bpe needs task.vocab_size (e.g. task.vocab_size=2000)")
+        if self.bptt < 1:
+            raise ConfigError(f"task.bptt must be at least 1, got {self.bptt}")
+        if self.steps_per_epoch < 0:
+            raise ConfigError(f"task.steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
+
+
+@dataclass
+class Batch:
+    x: Tensor  # (B, T) input tokens
+    y: Tensor  # (B, T) next tokens
+    carry: bool  # continues the previous window of the same streams (truncated BPTT)
+
+
+State = Tensor | tuple[Tensor, ...] | None
+
+
+def detach_state(state: Any) -> State:
+    """The state without its graph (and in fp32, whatever autocast made of it): gradients stop here."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach().float()
+    return tuple(s.detach().float() for s in state)
+
+
+def eval_rows(ids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """Cut a stream ids: (L,) into x, y: (R, N), R = min(rows, L - 1), so that row r reads ids[r*N : (r+1)*N]
+    and predicts the token after each: every token but the first is a target exactly once. The end of the
+    last row is padding: input 0, target IGNORE."""
+    targets = len(ids) - 1
+    R = max(1, min(rows, targets))
+    N = math.ceil(targets / R)
+    pad = R * N - targets
+    x = F.pad(ids[:-1], (0, pad), value=0).view(R, N)
+    y = F.pad(ids[1:], (0, pad), value=IGNORE).view(R, N)
+    return x, y
+
+
+class LMTask:
+    """See the module docstring. Built by `seqlab.api` from a resolved Config."""
+
+    Config = LMConfig
+    default_model = "rnn"
+    default_dataset = "tiny_shakespeare"
+    default_metric = "loss"
+
+    def __init__(self, cfg: Any, device: torch.device, log=print):
+        self.cfg = cfg
+        self.opt: LMConfig = cfg.task_options
+        self.device = device
+        self.log = log or (lambda _m: None)
+        self.model_cls = MODELS["lm"][cfg.model]
+        self.headline = "bits_per_char" if self.opt.tokenizer == "char" else "perplexity"
+        self.tokenizer: TextTokenizer | None = None
+        self.splits: dict[str, Tensor] = {}  # split -> token ids (L,)
+        self.streams: Tensor | None = None  # the training stream as (train.batch_size, N) parallel streams
+        self.counts: dict[str, Any] = {}
+        self.state: State = None  # carried from window to window (truncated BPTT)
+        self.state_epoch: int | None = None  # the epoch `state` belongs to
+
+    # ------------------------------------------------------------------ data
+    @property
+    def word_level(self) -> bool:
+        return self.opt.tokenizer == "word"
+
+    def _sources(self) -> dict[str, str | Path | None]:
+        d = self.cfg.data
+        if d.train:
+            return {"train": d.train, "valid": d.valid, "test": d.test}
+        spec = get_dataset(self.cfg.dataset or self.default_dataset)
+        return {"train": spec.train, "valid": spec.valid, "test": spec.test}
+
+    def encode_file(self, path: str | Path) -> Tensor:
+        """A text file as one stream of token ids, (L,) int64."""
+        ids = encode_corpus(path, self.tokenizer, add_eos_per_line=self.word_level,
+                            encoding=self.cfg.data.encoding)
+        return torch.from_numpy(ids)
+
+    def prepare(self, artifacts: str | Path | None = None) -> None:
+        """Encode every split. With `artifacts` (a run directory) the tokenizer is loaded from it (resume,
+        evaluate); otherwise it is trained on the training file."""
+        sources = self._sources()
+        if not sources["train"]:
+            raise ConfigError("no training data: set data.train=PATH or dataset=NAME")
+        if artifacts is None:
+            lines = read_corpus_lines(sources["train"], keep_newlines=not self.word_level,
+                                      encoding=self.cfg.data.encoding)
+            self.tokenizer = TextTokenizer.train(self.opt.tokenizer, lines, self.opt.vocab_size,
+                                                 self.opt.min_freq, lowercase=self.opt.lowercase)
+        else:
+            self.load_artifacts(artifacts)
+        self.splits = {split: self.encode_file(path) for split, path in sources.items() if path}
+        if "valid" not in self.splits and self.cfg.data.valid_fraction > 0:
+            self.splits["train"], self.splits["valid"] = (
+                torch.from_numpy(part) for part in split_corpus(self.splits["train"].numpy(),
+                                                                self.cfg.data.valid_fraction))
+        self.streams = batchify(self.splits["train"], self.cfg.train.batch_size)
+        self.counts.update({f"{k}_examples": len(v) for k, v in self.splits.items()})  # tokens
+        unk = self.tokenizer.unk_id
+        self.counts.update(vocab_size=self.tokenizer.vocab_size, tokenizer=self.tokenizer.kind,
+                           unk_tokens={k: int((v == unk).sum()) for k, v in self.splits.items()})
+
+    # ------------------------------------------------------------------ artifacts
+    def save_artifacts(self, run_dir: str | Path) -> None:
+        self.tokenizer.save(Path(run_dir) / ARTIFACT)
+
+    def load_artifacts(self, run_dir: str | Path) -> None:
+        path = Path(run_dir) / ARTIFACT
+        tokenizer = TextTokenizer.load(path)
+        if tokenizer.kind != self.opt.tokenizer:
+            raise CheckpointError(f"the run's tokenizer is {tokenizer.kind!r} but its config says "
+                                  f"task.tokenizer={self.opt.tokenizer}", path=path)
+        self.tokenizer = tokenizer
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> nn.Module:
+        return self.model_cls(self.cfg.model_options, vocab_size=self.tokenizer.vocab_size,
+                              max_len=self.opt.bptt)
+
+    # ------------------------------------------------------------------ batches (the trainer's protocol)
+    def has_split(self, split: str) -> bool:
+        return split in self.splits and len(self.splits[split]) > 1
+
+    def epoch_plan(self, epoch: int) -> list:
+        """Sequential: the (x, y) windows of the parallel streams, in order. Random: one seed per step."""
+        if self.opt.steps_per_epoch:
+            base = (self.cfg.seed * 1_000_003 + epoch) * 1_000_003
+            return [base + i for i in range(self.opt.steps_per_epoch)]
+        return list(bptt_windows(self.streams, self.opt.bptt))
+
+    def start_epoch(self, epoch: int) -> None:
+        """A new epoch starts from the zero state; a run resumed mid-epoch keeps the state it saved."""
+        if self.state_epoch != epoch:
+            self.state, self.state_epoch = None, epoch
+
+    def make_batch(self, item: int | tuple[Tensor, Tensor]) -> Batch:
+        if isinstance(item, int):
+            g = torch.Generator().manual_seed(item)
+            x, y = next(random_windows(self.splits["train"], self.opt.bptt, self.cfg.train.batch_size, g))
+            return Batch(x.to(self.device), y.to(self.device), carry=False)
+        x, y = item
+        return Batch(x.to(self.device), y.to(self.device), carry=True)
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        logits, state = model(batch.x, self.state if batch.carry else None)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten())
+        value = loss.item()
+        if batch.carry:
+            self.state = detach_state(state) if math.isfinite(value) else None
+        n = batch.y.numel()
+        return loss, {"loss": value * n, "n": n}
+
+    def metrics(self, loss: float) -> dict[str, float]:
+        """loss in nats per token, and the headline: bits per character or perplexity."""
+        if self.headline == "bits_per_char":
+            return {"loss": loss, "bits_per_char": loss / math.log(2)}
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        return self.metrics(sums.get("loss", 0.0) / max(sums.get("n", 0.0), 1.0))
+
+    def state_dict(self) -> dict:
+        state = self.state
+        hidden = [] if state is None else [state] if isinstance(state, Tensor) else list(state)
+        return {"epoch": self.state_epoch, "hidden": [h.cpu() for h in hidden]}
+
+    def load_state_dict(self, state: dict) -> None:
+        hidden = [h.to(self.device) for h in state["hidden"]]
+        self.state = None if not hidden else hidden[0] if len(hidden) == 1 else tuple(hidden)
+        self.state_epoch = state["epoch"]
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _loss_sum(self, model: nn.Module, split: str) -> tuple[float, int]:
+        x, y = eval_rows(self.splits[split], self.cfg.train.eval_batch_size)
+        total, state = 0.0, None
+        for start in range(0, x.size(1), self.opt.bptt):
+            window = slice(start, start + self.opt.bptt)
+            logits, state = model(x[:, window].to(self.device), state)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y[:, window].flatten().to(self.device),
+                                     ignore_index=IGNORE, reduction="sum").item()
+        return total, len(self.splits[split]) - 1
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        total, n = self._loss_sum(model, split)
+        return self.metrics(total / n)
+
+    def report(self, model: nn.Module, split: str) -> dict:
+        """`seqlab evaluate`: the metrics and the number of tokens predicted."""
+        total, n = self._loss_sum(model, split)
+        return {**self.metrics(total / n), "tokens": n}
+
+    def add_eval_file(self, path: str, split: str = "test") -> None:
+        """Another text file to evaluate, encoded with the run's tokenizer."""
+        self.splits[split] = self.encode_file(path)
+
+    # ------------------------------------------------------------------ generation
+    def render(self, ids: list[int]) -> str:
+        """Text of token ids; at word level every `<eos>` ends a line."""
+        tk = self.tokenizer
+        if not self.word_level:
+            return tk.decode(ids)
+        lines, line = [], []
+        for i in ids:
+            if i == tk.eos_id:
+                lines.append(line)
+                line = []
+            else:
+                line.append(i)
+        return "\n".join(tk.decode(seg) for seg in [*lines, line])
+
+    def example_command(self, run_dir: str | Path) -> str:
+        """The `seqlab generate` line printed after training, prompted with words of the held-out text."""
+        ids = next(self.splits[s] for s in ("test", "valid", "train") if self.has_split(s))
+        text = self.render(ids[:400].tolist())
+        words = next((line.split() for line in text.split("\n") if len(line.split()) >= 3), text.split())
+        prompt = " ".join(words[:3]) or text[:10]
+        run = shlex.quote(str(run_dir))
+        return f"seqlab generate {run} --prompt {shlex.quote(prompt)} --max-new-tokens 200"
+
+    def predictor(self, model: nn.Module) -> LMPredictor:
+        return LMPredictor(self, model)
+
+
+class LMPredictor:
+    """What `seqlab.load(run_dir)` returns for a language model: `.stream(...)` and `.generate(...)`."""
+
+    task_name = "lm"
+
+    def __init__(self, task: LMTask, model: nn.Module):
+        self.task, self.model = task, model.eval()
+        tk = task.tokenizer
+        # never drawn: padding and bos; below word level also eos and unk, which the training text never holds
+        self.banned = [tk.pad_id, tk.bos_id] + ([] if task.word_level else [tk.eos_id, tk.unk_id])
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of `prompt`. Empty -> DataError. Characters a char model never saw -> DataError; words
+        a word model never saw read as `<unk>` (with a warning)."""
+        tk = self.task.tokenizer
+        if not prompt:
+            raise DataError("empty prompt: give the text to continue (--prompt TEXT)")
+        ids = tk.encode(prompt)
+        if not ids:
+            raise DataError(f"the prompt {prompt!r} has no tokens")
+        if tk.unk_id in ids and tk.kind == "char":
+            unknown = sorted({c for c in prompt if tk.encode(c) == [tk.unk_id]})
+            raise DataError(f"the prompt has characters this model never saw: {''.join(unknown)!r} "
+                            f"(it knows {tk.vocab_size - len(tk.specials)} characters)")
+        if tk.unk_id in ids:
+            words = [w for w in prompt.split() if tk.encode(w) == [tk.unk_id]]
+            warnings.warn(f"prompt words not in the vocabulary read as <unk>: {', '.join(words)}",
+                          stacklevel=2)
+        return ids
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[str]:
+        """Yield the text that continues `prompt`, piece by piece as tokens are drawn (see
+        `seqlab.tasks.generate.generate_ids` for the options)."""
+        prompt_ids = self.encode_prompt(prompt)
+        ids = list(prompt_ids)
+        emitted = self.task.render(ids)
+        for token in generate_ids(self.model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
+                                  self.banned, use_cache):
+            ids.append(token)
+            text = self.task.render(ids)
+            if text.endswith("\ufffd") or not text.startswith(emitted):
+                continue  # an incomplete UTF-8 character (byte-level BPE): wait for its next byte
+            if len(text) > len(emitted):
+                yield text[len(emitted):]
+                emitted = text
+        text = self.task.render(ids)
+        if text.startswith(emitted) and len(text) > len(emitted):
+            yield text[len(emitted):]  # a last incomplete character, as the replacement character
+
+    def generate(self, prompt: str, **options) -> str:
+        """The continuation of `prompt` as one string (options as `stream`)."""
+        return "".join(self.stream(prompt, **options))
