@@ -254,3 +254,15 @@ def test_real_ud_english_counts(name):
     assert {t for s in sents for t in s.tags} <= UPOS_TAGS
     xpos = list(read_conllu(UD / name, column="xpos"))
     assert [s.tokens for s in xpos] == [s.tokens for s in sents]
+
+
+def test_read_dispatches_conllu_as_design_shows(tmp_path):
+    from seqlab.data import read
+
+    f = tmp_path / "en.conllu"
+    rows = ["1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_", "2\tthere\tthere\tADV\tRB\t_\t1\tadvmod\t_\t_"]
+    f.write_text("# text = Hi there\n" + "\n".join(rows) + "\n\n")
+    (sent,) = list(read(f, format="conllu"))
+    assert sent.tokens == ["Hi", "there"] and sent.tags == ["INTJ", "ADV"]
+    (sent,) = list(read(f, format="conllu", column="xpos"))
+    assert sent.tags == ["UH", "RB"]

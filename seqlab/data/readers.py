@@ -383,7 +383,8 @@ def read(
 ) -> Iterator[TextExample]:
     """Yield the `TextExample`s of `path` lazily (the file is never held in memory).
 
-    `format` is one of csv, tsv, jsonl, fasttext, labeltext, trec, or auto (see `detect_format`);
+    `format` is one of csv, tsv, jsonl, fasttext, labeltext, trec, or auto (see `detect_format`); conllu
+    and tagged (`token<TAB>tag`) yield `seqlab.data.conllu.Sentence`s (`.tokens`, `.tags`) instead;
     `options` are the format's own (csv/tsv: header, label_column, text_columns, delimiter, quoting;
     jsonl: text_key, label_key; fasttext: label_prefix; trec: fine). A bad row raises
     `DataError(path:line)`, or with `skip_bad_rows=True` is skipped and counted in `stats`. Empty lines are
@@ -391,6 +392,11 @@ def read(
     raise `ConfigError` at once; file errors surface on iteration."""
     if format == "auto":
         format = detect_format(path, encoding, options.get("label_prefix", "__label__"))
+    if format in ("conllu", "tagged"):  # sentences of tagged tokens (seqlab.data.conllu imports this module)
+        from seqlab.data import conllu
+
+        reader = conllu.read_conllu if format == "conllu" else conllu.read_tagged
+        return reader(path, encoding=encoding, skip_bad_rows=skip_bad_rows, stats=stats, **options)
     if format not in _FORMATS:
         raise ConfigError(f"unknown data format {format!r}; choices: {sorted(_FORMATS)}")
     parser = _FORMATS[format]
