@@ -48,3 +48,33 @@ def test_schedule_state_round_trip():
     s2 = Schedule(opt2, lr_factor(cfg, 5, 50))
     s2.load_state_dict(s.state_dict())
     assert s2.get_lr() == s.get_lr()
+
+
+def test_our_sgd_equals_torch_sgd_dense_sparse_momentum_weight_decay():
+    from seqlab.train.optim import SGD
+
+    for sparse, momentum, wd in [(True, 0.0, 0.0), (False, 0.9, 0.01), (False, 0.0, 0.1)]:
+        models = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            models.append(nn.ModuleList([nn.EmbeddingBag(20, 4, sparse=sparse), nn.Linear(4, 3)]))
+        ours = SGD(list(models[0].parameters()), lr=0.5, momentum=momentum, weight_decay=wd)
+        ref = torch.optim.SGD(models[1].parameters(), lr=0.5, momentum=momentum, weight_decay=wd)
+        for step in range(4):
+            for m, opt in ((models[0], ours), (models[1], ref)):
+                opt.zero_grad()
+                x = torch.tensor([step, 3, 5, 7, 11 + step])
+                out = m[1](m[0](x, torch.tensor([0, 2])))
+                torch.nn.functional.cross_entropy(out, torch.tensor([0, 2])).backward()
+                opt.step()
+        for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6), (sparse, momentum, wd)
+
+
+def test_sparse_gradients_with_momentum_are_a_config_error():
+    import pytest
+
+    from seqlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sparse"):
+        build_optimizer(nn.EmbeddingBag(10, 4, sparse=True), TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9))

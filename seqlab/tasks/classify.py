@@ -318,8 +318,8 @@ class ClassifyTask:
         logits = model(*batch.inputs)
         loss = F.cross_entropy(logits.float(), batch.labels)
         n = len(batch.labels)
-        correct = (logits.argmax(1) == batch.labels).sum().item()
-        return loss, {"loss": loss.item() * n, "correct": correct, "n": n}
+        loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == batch.labels).sum()]).tolist()
+        return loss, {"loss": loss_value * n, "correct": correct, "n": n}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums.get("n", 0.0), 1.0)

@@ -3,6 +3,8 @@
 Sparse embedding gradients (EmbeddingBag/Embedding with `sparse=True`) need an optimiser that takes
 them: SGD does; for Adam/AdamW the sparse parameters go to `torch.optim.SparseAdam` and the rest to
 the chosen optimiser, behind one object with the usual `step`/`zero_grad`/`state_dict` interface.
+SGD is written out here (`SGD`, equal to `torch.optim.SGD`, tested): constructing any torch optimiser
+imports `torch._dynamo`, about 1.7 s of start-up, which is most of a bag-of-n-grams run's budget.
 Every schedule is a function of the optimiser step (epoch-based ones convert with steps_per_epoch),
 so resuming at any step restores the learning rate exactly.
 """
@@ -14,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from seqlab.errors import ConfigError
 from seqlab.train.config import TrainConfig
 
 
@@ -26,10 +29,51 @@ def sparse_parameters(model: nn.Module) -> set[int]:
     return ids
 
 
+class SGD:
+    """Stochastic gradient descent: d = g + wd * p; with momentum μ, v = μ v + d (v = d at the first
+    step) and d = v; then p = p - lr * d. Sparse gradients are applied as they are (only the rows a
+    batch touched move), which needs momentum = weight decay = 0."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum, "weight_decay": weight_decay}]
+        self.momentum_buffers: dict[int, torch.Tensor] = {}  # parameter index -> velocity
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        for i, p in enumerate(group["params"]):
+            d = p.grad
+            if d is None:
+                continue
+            if wd:
+                d = d.add(p, alpha=wd)
+            if mu:
+                buf = self.momentum_buffers.get(i)
+                if buf is None:
+                    buf = self.momentum_buffers[i] = d.detach().clone()
+                else:
+                    buf.mul_(mu).add_(d)
+                d = buf
+            p.add_(d, alpha=-lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"momentum_buffers": dict(self.momentum_buffers), "group": group}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.momentum_buffers = {int(k): v for k, v in state["momentum_buffers"].items()}
+        self.param_groups[0].update(state["group"])
+
+
 class Optimizers:
     """One or two torch optimisers (dense, sparse) driven as one."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+    def __init__(self, optimizers: list[torch.optim.Optimizer | SGD]):
         self.optimizers = optimizers
 
     @property
@@ -62,7 +106,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     sparse = [p for p in params if id(p) in sparse_ids]
     betas = tuple(cfg.betas) if cfg.betas else (0.9, 0.999)
     if cfg.optimizer == "sgd":
-        return Optimizers([torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)])
+        if sparse and (cfg.momentum or cfg.weight_decay):
+            raise ConfigError("sparse embedding gradients take plain SGD: set train.momentum=0 and "
+                              "train.weight_decay=0, or model.sparse=false")
+        return Optimizers([SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)])
     opts = []
     if dense:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
