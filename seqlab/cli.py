@@ -127,6 +127,30 @@ def cmd_generate(a: argparse.Namespace) -> None:
     print()
 
 
+def cmd_translate(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    texts = _read_inputs(a.texts, a.file)
+    predictor = api.load(a.run_dir)
+    if not hasattr(predictor, "translate"):
+        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; translate needs task=translate")
+    plot = a.plot_attention is not None
+    if plot:
+        from pathlib import Path
+
+        from seqlab.report.attention import plot_attention
+    results = predictor.translate(texts, beam=a.beam, attention=plot)
+    for i, r in enumerate(results, 1):
+        if plot:
+            out = Path(a.plot_attention)
+            if len(results) > 1:  # one picture per sentence: OUT-1.png, OUT-2.png, ...
+                out = out.with_name(f"{out.stem}-{i}{out.suffix}")
+            plot_attention(r.pop("src_tokens"), r.pop("tgt_tokens"), r.pop("attention"), out,
+                           title=r["translation"])
+            print(f"seqlab: attention of sentence {i} written to {out}", file=sys.stderr)
+        print(json.dumps({"text": texts[i - 1], **r}, ensure_ascii=False) if a.json else r["translation"])
+
+
 def cmd_info(a: argparse.Namespace) -> None:
     from seqlab import api
 
@@ -187,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, help="draw only from the smallest set of tokens with probability >= P")
     g.add_argument("--seed", type=int, help="the same seed gives the same text")
     g.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("translate", help="translate sentences with a translation run")
+    tr.add_argument("run_dir")
+    tr.add_argument("texts", nargs="*", metavar="TEXT")
+    tr.add_argument("--file", help="one sentence per line")
+    tr.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1: greedy)")
+    tr.add_argument("--plot-attention", metavar="OUT.png",
+                    help="draw the source x output attention as a heatmap (OUT-1.png, ... for several)")
+    tr.add_argument("--json", action="store_true", help="one JSON object per sentence")
+    tr.set_defaults(func=cmd_translate)
 
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("run_dir")

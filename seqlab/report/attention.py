@@ -1,0 +1,38 @@
+"""The attention matrix as a heatmap: one row per output token, one column per input token, darker where
+the model looked harder (the lecture's "what does the network seem to be focusing on?").
+
+Drawn with matplotlib's object API on an Agg canvas: no display, no global backend switched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def plot_attention(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights: Sequence[Sequence[float]],
+                   path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write the heatmap of `weights` (len(tgt_tokens) rows x len(src_tokens) columns, each row a
+    distribution over the source) to `path` (PNG, or any format matplotlib infers from the suffix)."""
+    w = np.asarray(weights, dtype=np.float64).reshape(len(tgt_tokens), len(src_tokens))
+    cell = 0.45  # inches per token
+    fig = Figure(figsize=(max(4.0, 1.5 + cell * len(src_tokens)), max(3.0, 1.2 + cell * len(tgt_tokens))))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(src_tokens)), [t.strip() or repr(t) for t in src_tokens], rotation=60, ha="right")
+    ax.set_yticks(range(len(tgt_tokens)), [t.strip() or repr(t) for t in tgt_tokens])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
