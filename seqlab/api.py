@@ -99,21 +99,21 @@ def train(
     stopped before its first checkpoint starts over, which gives the same result."""
     log = None if quiet else log
     say = log or (lambda _m: None)
-    changed: dict = {}
+    changed: list[str] = []  # the keys a resumed run changes
     start_over = False
     if resume is not None:
         run_dir = Path(resume)
         cfg = read_run_config(run_dir)
         if preset is not None:
             raise ConfigError("--resume takes its config from the run directory; give no preset")
-        items = overrides.items() if isinstance(overrides, dict) else [s.split("=", 1) for s in overrides or []]
-        changed = {k.strip(): v for k, v in items}
+        overrides = overrides or []
+        changed = [k if isinstance(overrides, dict) else k.split("=", 1)[0].strip() for k in overrides]
         bad = sorted(set(changed) - RESUMABLE_KEYS)
         if bad:
             allowed = ", ".join(sorted(RESUMABLE_KEYS))
             raise ConfigError(f"cannot change {', '.join(bad)} when resuming (allowed: {allowed})")
         if changed:
-            cfg = make_config(cfg.to_dict(), changed)
+            cfg = make_config(cfg.to_dict(), overrides)  # parses `key=value` strings as a new run does
         start_over = not checkpoint_dirs(run_dir)
     else:
         cfg = make_config(preset, overrides)

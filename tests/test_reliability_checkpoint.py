@@ -281,3 +281,11 @@ def test_skip_mode_skips_and_counts_nonfinite_steps(data, tmp_path, capsys, monk
     assert torch.load(checkpoint_dirs(run)[-1] / "train_state.pt", weights_only=True)["skipped_steps"] == 2
     # the skipped step 7 changed nothing: the weights that step 8 starts from are those step 7 started from
     assert all(torch.equal(params[7][k], params[8][k]) for k in params[7])
+
+
+def test_a_finished_run_resumed_with_more_epochs_trains_on_as_if_asked_so_from_the_start(data, reference,
+                                                                                         tmp_path, capsys):
+    short = seqlab.train(None, {**data, **SETTINGS, "train.epochs": 1}, out=tmp_path / "run", quiet=True)
+    assert main(["train", "--resume", str(short), "train.epochs=2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert_same_run(short, reference)  # the 2-epoch reference (the step schedule does not depend on epochs)

@@ -291,6 +291,7 @@ class Trainer:
                     f"{str(e).splitlines()[0][:120] if str(e) else ''}); was config.yaml edited?",
                     path=self.run_dir / "checkpoints",
                 ) from None
+            self.finished = self._done()  # a finished run resumed with more epochs or steps trains on
             self.log(f"resumed at epoch {self.epoch + 1}, step {self.step_in_epoch} of {steps_per_epoch} "
                      f"(global step {self.global_step})")
         has_valid = self.task.has_split("valid")
@@ -348,9 +349,15 @@ class Trainer:
                 )
         bar.close()
         self.epoch_time += time.perf_counter() - t0
-        self._end_epoch(has_valid, done_steps=bool(cfg.max_steps and self.global_step >= cfg.max_steps))
+        self._end_epoch(has_valid)
 
-    def _end_epoch(self, has_valid: bool, done_steps: bool) -> None:
+    def _done(self) -> bool:
+        """All epochs run, `max_steps` reached, or no improvement for `early_stopping` epochs."""
+        c = self.cfg
+        return (self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
+                or bool(c.early_stopping and self.bad_epochs >= c.early_stopping))
+
+    def _end_epoch(self, has_valid: bool) -> None:
         train = self.task.summarize(self.epoch_sums) if self.epoch_sums else {"loss": math.nan}
         train_rate = self.epoch_sums.get("examples", self.epoch_sums.get("n", 0.0)) / max(self.epoch_time, 1e-9)
         self.metrics.write({"split": "train_epoch", "epoch": self.epoch + 1, "step": self.global_step,
@@ -369,7 +376,7 @@ class Trainer:
             self.log(f"early stopping: no improvement of valid {self.metric} for {self.bad_epochs} epochs")
         self.epoch += 1
         self.step_in_epoch = 0
-        self.finished = stop_early or done_steps or self.epoch >= self.cfg.epochs
+        self.finished = self._done()
         self.checkpoint()
 
     def _final(self, has_valid: bool) -> dict[str, dict[str, float]]:
