@@ -39,6 +39,7 @@ class ClassifyConfig:
     min_freq: int = 1
     max_vocab: int | None = None
     max_len: int | None = None  # truncate longer texts (padded models); truncations are counted
+    drop_unknown: bool = True  # bag: leave unknown words/n-grams out of the mean (fastText); false: <unk> (torchtext)
     leak: str = "report"  # report|drop: texts of train that also occur in valid/test
     pretrained: str | None = None  # word2vec/GloVe text file for the embedding of padded models
     freeze_pretrained: bool = False
@@ -151,11 +152,15 @@ class ClassifyTask:
         """Token (and n-gram) ids of each text; `features` are the texts' `features()` if already computed."""
         vocab = self.vocab
         hashed = self.model_cls.inputs == "bag" and self.opt.ngrams > 1 and self.opt.ngram_buckets > 0
+        drop = self.model_cls.inputs == "bag" and self.opt.drop_unknown
+        unk = vocab.unk_index
         seqs = []
         for i, t in enumerate(texts):
             ids = vocab.encode(features[i] if features is not None else self.features(t))
             if hashed:
                 ids = ids + hashed_ngram_ids(ids, self.opt.ngrams, self.opt.ngram_buckets, len(vocab))
+            if drop:
+                ids = [j for j in ids if j != unk]
             seqs.append(ids)
         return Packed.from_lists(seqs)
 
