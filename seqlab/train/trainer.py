@@ -83,14 +83,16 @@ class MetricsLog:
 
 
 def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
-    """Name of the first tensor holding a NaN or an infinity (one host sync for all of them)."""
+    """Name of the first tensor holding a NaN or an infinity. One host sync for all of them: a norm is
+    non-finite when a value is (and, rarely, when huge finite values overflow it: checked exactly)."""
     if not named:
         return None
     values = [t.coalesce().values() if t.is_sparse else t for _, t in named]
-    finite = torch.stack([torch.isfinite(v).all() for v in values])
-    if bool(finite.all()):
+    norms = torch.stack([torch.linalg.vector_norm(v.float()) for v in values])
+    if bool(torch.isfinite(norms).all()):
         return None
-    return next(n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok)
+    bad = (n for (n, _), v in zip(named, values, strict=True) if not bool(torch.isfinite(v).all()))
+    return next(bad, None)
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
