@@ -92,7 +92,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from seqlab import api
 
     texts = _read_inputs(a.texts, a.file)
-    predictor = api.load(a.run_dir)
+    if a.onnx:
+        from seqlab.serve.export import load_onnx
+
+        predictor = load_onnx(a.run_dir)
+    else:
+        predictor = api.load(a.run_dir)
     options = {"explain": True} if a.explain else {}
     for text, r in zip(texts, predictor.predict(texts, top_k=a.top_k, **options), strict=True):
         if a.json:
@@ -172,6 +177,35 @@ def cmd_info(a: argparse.Namespace) -> None:
     print(f"files      {', '.join(i['files'])}")
 
 
+SERVE_OPTIONS = ("batch_wait_ms", "max_batch", "threads", "max_texts", "max_chars", "max_new_tokens",
+                 "max_beam", "max_body_bytes", "drain_seconds")
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    try:
+        from seqlab.serve.app import ServeConfig, serve
+    except ImportError as e:
+        raise SeqlabError(f"seqlab serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'seqlab[serve]'") from None
+    given = {k: getattr(a, k) for k in SERVE_OPTIONS if getattr(a, k) is not None}
+    serve(a.run_dirs, host=a.host, port=a.port, config=ServeConfig(**given))
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from seqlab.serve.export import export_onnx
+
+    m = export_onnx(a.run_dir, a.out, exporter=a.exporter, examples=a.examples)
+    print(f"{m['task']} model {m['model']} exported to {a.out} ({m['exporter']} exporter, opset "
+          f"{m['opset']}); ONNX Runtime matches PyTorch within {m['max_abs_diff']:.1e} on "
+          f"{'; '.join(m['verified_on'])}")
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from seqlab.report.runs import write_report
+
+    print(f"report written to {write_report(a.run_dirs, a.out, evaluate=not a.no_eval)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab", description="Classic sequence models: train, evaluate, serve.")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -200,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON object per text")
     r.add_argument("--explain", action="store_true",
                    help="show each token's attention weight (models with attention pooling or [CLS])")
+    r.add_argument("--onnx", action="store_true",
+                   help="RUN_DIR is a model.onnx written by `seqlab export`: run it with ONNX Runtime")
     r.set_defaults(func=cmd_predict)
 
     g = sub.add_parser("generate", help="continue a prompt with a language model, printing tokens as they come")
@@ -221,6 +257,38 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw the source x output attention as a heatmap (OUT-1.png, ... for several)")
     tr.add_argument("--json", action="store_true", help="one JSON object per sentence")
     tr.set_defaults(func=cmd_translate)
+
+    s = sub.add_parser("serve", help="serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--batch-wait-ms", type=float, help="how long a request waits for others to batch with")
+    s.add_argument("--max-batch", type=int, help="items per model call (1: no micro-batching)")
+    s.add_argument("--threads", type=int, help="torch threads (default: the runs' config)")
+    s.add_argument("--max-texts", type=int, help="texts or sentences per request")
+    s.add_argument("--max-chars", type=int, help="characters per text, sentence or prompt")
+    s.add_argument("--max-new-tokens", type=int, help="tokens an lm may generate per request")
+    s.add_argument("--max-beam", type=int, help="largest beam size of a translate request")
+    s.add_argument("--max-body-bytes", type=int, help="largest request body (JSON or image upload)")
+    s.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long in-flight requests may take")
+    s.set_defaults(func=cmd_serve)
+
+    x = sub.add_parser("export", help="export a run's model to ONNX, verified against PyTorch")
+    x.add_argument("run_dir")
+    x.add_argument("--format", choices=["onnx"], default="onnx")
+    x.add_argument("--out", required=True, metavar="FILE.onnx",
+                   help="the model file; its config and vocabulary are written beside it")
+    x.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                   help="auto: torch.export (dynamo) where it works, else the TorchScript-based exporter")
+    x.add_argument("--examples", type=int, default=64, help="examples of the run's data to verify on")
+    x.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="learning curves, confusion matrix, model card; several runs compared")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", help="folder for report.md and its PNGs (default RUN_DIR/report, or ./report)")
+    rp.add_argument("--no-eval", action="store_true",
+                    help="only what the run directory holds (no confusion matrix or decoded examples)")
+    rp.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="what a run directory holds")
     i.add_argument("run_dir")

@@ -1,0 +1,292 @@
+"""`seqlab report RUN_DIR [RUN_DIR ...] [--out DIR]`: one Markdown page with PNGs on how runs went.
+
+For each run, in `OUT/<run name>/`: `curves.png` (train vs valid loss and the run's metric per epoch, from
+metrics.jsonl), for classify/tag/image `confusion.png` and a per-class table (the kept model evaluated on
+the test split, else valid), for translate a few decoded test sentences with their attention heatmaps
+(`attention-1.png`...), and `MODEL_CARD.md`. With several runs, `OUT/compare.png` overlays their valid
+curves and the page opens with one comparison table. The page is `OUT/report.md`. matplotlib draws on
+Agg canvases (no display, no global backend switched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from seqlab import api
+from seqlab.errors import SeqlabError
+from seqlab.report.attention import plot_attention
+from seqlab.report.card import RunFacts, model_card
+from seqlab.tasks import TASKS
+
+CONFUSION_TASKS = ("classify", "tag", "image")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a metrics.jsonl (lines that are not JSON objects are skipped)."""
+    records = []
+    p = Path(path)
+    if not p.is_file():
+        return records
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict):
+            records.append(r)
+    return records
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    """The metrics of a metrics.jsonl record (without its bookkeeping: epoch, step, time, lr, speed)."""
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("epoch", "step", "seconds", "lr", "examples_per_s")}
+
+
+def run_facts(run_dir: str | os.PathLike, name: str) -> RunFacts:
+    """Everything the report says about a run that needs no model: config, summary, metrics per split."""
+    about = api.info(run_dir)
+    cfg = api.read_run_config(run_dir)
+    task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
+    headline = task.headline
+    metric = cfg.train.metric or task.default_metric
+    metric = headline if metric == "loss" else metric
+    records = read_metrics(Path(run_dir) / "metrics.jsonl")
+    facts = RunFacts(name, Path(run_dir), cfg.task, cfg.model, about["dataset"], cfg.to_yaml(),
+                     about["summary"], records, metric, headline)
+    train = [r for r in records if r.get("split") == "train_epoch"]
+    if train:
+        facts.split_metrics["train"] = _scalars(train[-1])
+    kept = about["summary"].get("results", {}).get("valid", {}).get("epoch")
+    valid = [r for r in records if r.get("split") == "valid" and (kept is None or r.get("epoch") == kept)]
+    if valid:
+        facts.split_metrics["valid"] = _scalars(valid[-1])
+    test = about["summary"].get("results", {}).get("test") or next(
+        (r for r in reversed(records) if r.get("split") == "test"), None)
+    if test:
+        facts.split_metrics["test"] = _scalars(test)
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(records: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of `key` in the per-epoch records of `split` (the last record of each epoch)."""
+    by_epoch = {r["epoch"]: r[key] for r in records
+                if r.get("split") == split and isinstance(r.get(key), (int, float)) and "epoch" in r}
+    epochs = sorted(by_epoch)
+    return epochs, [by_epoch[e] for e in epochs]
+
+
+def plot_curves(facts: RunFacts, path: str | os.PathLike) -> Path:
+    """Loss (train vs valid) and the run's metric per epoch, side by side."""
+    fig = _figure(10, 3.8)
+    for ax, key in zip(fig.subplots(1, 2), ("loss", facts.metric), strict=True):
+        for split, label in (("train_epoch", "train"), ("valid", "valid")):
+            x, y = _series(facts.records, split, key)
+            if x:
+                ax.plot(x, y, marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(f"{facts.name}: {facts.task} / {facts.model}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return Path(path)
+
+
+def plot_compare(runs: list[RunFacts], path: str | os.PathLike) -> Path:
+    """The valid loss and valid metric per epoch of several runs, overlaid."""
+    fig = _figure(10, 3.8)
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    metrics = {r.metric for r in runs}
+    for r in runs:
+        for ax, key in ((ax_loss, "loss"), (ax_metric, r.metric)):
+            x, y = _series(r.records, "valid", key)
+            if x:
+                same = len(metrics) == 1 or key == "loss"
+                ax.plot(x, y, marker="o", label=r.name if same else f"{r.name} ({key})")
+    metric_title = "valid " + (next(iter(metrics)) if len(metrics) == 1 else "metric")
+    for ax, title in ((ax_loss, "valid loss"), (ax_metric, metric_title)):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return Path(path)
+
+
+def plot_confusion(labels: list[str], matrix: list[list[int]], path: str | os.PathLike,
+                   title: str = "") -> Path:
+    """Rows gold, columns predicted; colour is the share of the gold row, the number the count."""
+    m = np.asarray(matrix, dtype=np.int64)
+    shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    k = len(labels)
+    size = min(14.0, max(4.0, 1.5 + 0.45 * k))
+    fig = _figure(size + 1, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    if k <= 25:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def _evaluation(facts: RunFacts) -> tuple[str | None, dict | None, str | None]:
+    """(split, the full evaluation of the kept model on it, or why there is none)."""
+    reason = "the run has no test or valid split"
+    for split in ("test", "valid"):
+        try:
+            with torch.no_grad():
+                return split, api.evaluate(facts.run_dir, split=split), None
+        except SeqlabError as e:
+            reason = str(e)
+            if "split" not in reason:  # the data cannot be read: the other split will not help
+                return None, None, reason
+    return None, None, reason
+
+
+def _per_class_table(per_class: dict) -> list[str]:
+    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, r in per_class.items():
+        lines.append(f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} "
+                     f"| {r['support']} |")
+    return lines
+
+
+def _translations(facts: RunFacts, folder: Path, n: int) -> list[str]:
+    """A few decoded sentences of the test (else valid) split with their references and attention."""
+    predictor = api.load(facts.run_dir)
+    try:
+        predictor.task.prepare(artifacts=facts.run_dir)
+    except SeqlabError as e:
+        return [f"No examples: the run's data cannot be read here ({e})."]
+    split = next((s for s in ("test", "valid") if predictor.task.has_split(s)), None)
+    if split is None:
+        return ["No examples: the run has no test or valid split."]
+    sp = predictor.task.splits[split]
+    lines = [f"Decoded {split} sentences (beam {predictor.task.opt.beam}):", ""]
+    for i, (source, reference, r) in enumerate(zip(sp.sources[:n], sp.targets[:n],
+                                                   predictor.translate(sp.sources[:n], attention=True),
+                                                   strict=False), 1):
+        picture = plot_attention(r["src_tokens"], r["tgt_tokens"], r["attention"],
+                                 folder / f"attention-{i}.png", title=r["translation"])
+        lines += [f"{i}. source: {source}", f"   - output: {r['translation']}",
+                  f"   - reference: {reference}", f"   - ![attention {i}]({facts.name}/{picture.name})", ""]
+    return lines
+
+
+def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> list[str]:
+    folder = out / facts.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "MODEL_CARD.md").write_text(model_card(facts), encoding="utf-8")
+    lines = [f"## {facts.name}", "",
+             f"`{facts.task}` / `{facts.model}` on {facts.dataset or 'unknown data'}: "
+             f"{facts.summary.get('parameters', 0):,} parameters, "
+             f"{facts.summary.get('wall_seconds', 0.0):.1f} s. "
+             f"[Model card]({facts.name}/MODEL_CARD.md)", ""]
+    if facts.records:
+        plot_curves(facts, folder / "curves.png")
+        lines += [f"![learning curves]({facts.name}/curves.png)", ""]
+    else:
+        lines += ["No learning curves: metrics.jsonl is empty or missing.", ""]
+    names = sorted({k for m in facts.split_metrics.values() for k in m})
+    if names:
+        lines += ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(f"{m[k]:.4f}" if k in m else "" for k in names) + " |"
+                  for s, m in facts.split_metrics.items()]
+        lines.append("")
+    if evaluate and facts.task in CONFUSION_TASKS:
+        split, rep, why = _evaluation(facts)
+        if rep is None:
+            lines += [f"No confusion matrix: {why}", ""]
+        else:
+            cm = rep["confusion_matrix"]
+            plot_confusion(cm["labels"], cm["matrix"], folder / "confusion.png", f"{facts.name}: {split}")
+            lines += [f"Confusion matrix and per-class scores on the {split} split:", "",
+                      f"![confusion matrix]({facts.name}/confusion.png)", "",
+                      *_per_class_table(rep["per_class"]), ""]
+    if evaluate and facts.task == "translate" and examples:
+        lines += _translations(facts, folder, examples)
+    return lines
+
+
+def _comparison(runs: list[RunFacts]) -> list[str]:
+    lines = ["## Comparison", "", "| run | task | model | data | parameters | wall s | valid | test |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        valid = r.split_metrics.get("valid", {})
+        test = r.split_metrics.get("test", {})
+        v = f"{r.metric} {valid[r.metric]:.4f}" if r.metric in valid else ""
+        t = f"{r.headline} {test[r.headline]:.4f}" if r.headline in test else ""
+        size, wall = r.summary.get("parameters", 0), r.summary.get("wall_seconds", 0.0)
+        lines.append(f"| {r.name} | {r.task} | {r.model} | {r.dataset or ''} | {size:,} | {wall:.1f} "
+                     f"| {v} | {t} |")
+    return [*lines, "", "![valid curves of every run](compare.png)", ""]
+
+
+def _names(run_dirs: list[Path]) -> list[str]:
+    names: list[str] = []
+    for run in run_dirs:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.resolve().name) or "run"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,
+                 evaluate: bool = True, examples: int = 3) -> Path:
+    """Write the report of `run_dirs` into `out` (default: RUN_DIR/report for one run, ./report for several)
+    and return the path of its page, `report.md`. `evaluate=False` skips what needs the data (confusion
+    matrices, decoded examples)."""
+    if not run_dirs:
+        raise SeqlabError("give at least one run directory to report on")
+    runs = [Path(r) for r in run_dirs]
+    out = Path(out) if out is not None else (runs[0] / "report" if len(runs) == 1 else Path("report"))
+    out.mkdir(parents=True, exist_ok=True)
+    facts = [run_facts(r, name) for r, name in zip(runs, _names(runs), strict=True)]
+    lines = ["# seqlab report", "", "Runs: " + ", ".join(f"`{r.run_dir}`" for r in facts), ""]
+    if len(facts) > 1:
+        plot_compare(facts, out / "compare.png")
+        lines += _comparison(facts)
+    for f in facts:
+        lines += _run_section(f, out, evaluate, examples)
+    page = out / "report.md"
+    page.write_text("\n".join(lines), encoding="utf-8")
+    return page

@@ -1,0 +1,219 @@
+"""The HTTP server (seqlab.serve.app) through FastAPI's TestClient against tiny trained runs of every task:
+each task's predict body equals the Python API, lm streaming equals non-streaming with the same seed, every
+bad input gets its 4xx with one message (and the server serves on), concurrent requests are micro-batched."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import seqlab  # noqa: E402
+from seqlab.data.images import load_digits_arrays  # noqa: E402
+from seqlab.errors import DataError  # noqa: E402
+from seqlab.serve.app import ServeConfig, create_app  # noqa: E402
+from seqlab.serve.batching import MicroBatcher  # noqa: E402
+from tests.test_serve_runs import train_classify, train_image, train_lm, train_tag, train_translate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    return {"classify-bag": train_classify(root), "tag-rnn": train_tag(root), "image": train_image(root),
+            "lm": train_lm(root), "translate": train_translate(root)}
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    limits = ServeConfig(max_texts=4, max_chars=200, max_new_tokens=50, max_beam=4, max_body_bytes=20_000,
+                         batch_wait_ms=1)
+    app = create_app(list(runs.values()), limits)
+    with TestClient(app) as c:
+        yield c
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_health_and_the_models_with_their_tasks_labels_and_metrics(client, runs):
+    assert client.get("/healthz").json() == {"status": "ok", "models": 5}
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert {n: m["task"] for n, m in models.items()} == {
+        "classify-bag": "classify", "tag-rnn": "tag", "image": "image", "lm": "lm", "translate": "translate"}
+    assert sorted(models["classify-bag"]["labels"]) == ["neg", "pos"]
+    assert set(models["image"]["labels"]) == {str(d) for d in range(10)}
+    test_line = json.loads((runs["classify-bag"] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert models["classify-bag"]["metrics"]["test"]["accuracy"] == pytest.approx(test_line["accuracy"])
+    assert client.get("/v1/models/lm").json()["endpoint"] == "/v1/models/lm/predict"
+
+
+def test_each_task_answers_as_the_python_api(client, runs):
+    texts = ["the film was great", "a dull and boring plot"]
+    r = client.post("/v1/models/classify-bag/predict", json={"texts": texts, "top_k": 2})
+    assert r.status_code == 200 and r.json()["task"] == "classify"
+    expected = seqlab.load(runs["classify-bag"]).predict(texts, top_k=2)
+    assert r.json()["results"] == json.loads(json.dumps(expected))
+
+    sentences = ["the big cat sees a dog", ["a", "fox", "finds", "the", "bird"]]
+    r = client.post("/v1/models/tag-rnn/predict", json={"sentences": sentences})
+    assert r.json()["results"] == json.loads(json.dumps(seqlab.load(runs["tag-rnn"]).predict(sentences)))
+
+    r = client.post("/v1/models/translate/predict", json={"texts": ["ein hund", "der mann hat"], "beam": 1})
+    expected = seqlab.load(runs["translate"]).translate(["ein hund", "der mann hat"], beam=1)
+    assert [x["translation"] for x in r.json()["results"]] == [x["translation"] for x in expected]
+
+    r = client.post("/v1/models/lm/predict", json={"prompt": "the cat", "max_new_tokens": 12, "seed": 3})
+    expected = seqlab.load(runs["lm"]).generate("the cat", max_new_tokens=12, seed=3)
+    assert r.json()["results"] == [{"text": expected}]
+
+    x, _ = load_digits_arrays()
+    r = client.post("/v1/models/image/predict", files={"image": ("digit.png", png(x[7, 0]), "image/png")},
+                    data={"top_k": "3"})
+    expected = seqlab.load(runs["image"]).predict(x[7], top_k=3)
+    assert r.status_code == 200 and r.json()["results"] == json.loads(json.dumps(expected))
+
+
+def test_streaming_yields_the_same_text_as_non_streaming_with_the_same_seed(client):
+    body = {"prompt": "the dog", "max_new_tokens": 30, "temperature": 1.0, "seed": 7}
+    whole = client.post("/v1/models/lm/predict", json=body).json()["results"][0]["text"]
+    with client.stream("POST", "/v1/models/lm/predict", json={**body, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [e for e in r.read().decode().split("\n\n") if e]
+    assert events[-1] == "event: done\ndata: {}"
+    pieces = [json.loads(e.removeprefix("data: "))["text"] for e in events[:-1]]
+    assert len(pieces) > 1 and "".join(pieces) == whole
+
+
+CLS, LM, IMG = "/v1/models/classify-bag/predict", "/v1/models/lm/predict", "/v1/models/image/predict"
+BAD = [  # (method, path, request options, status, words of the message)
+    ("post", CLS, {"content": b'{"texts": ["a"'}, 400, "malformed JSON"),
+    ("post", CLS, {"content": b""}, 400, "empty body"),
+    ("post", CLS, {"content": b"\xff\xfe{}"}, 400, "malformed JSON"),
+    ("post", CLS, {"json": ["a"]}, 422, "must be a JSON object"),
+    ("post", CLS, {"json": {"texts": "a film"}}, 422, "texts: Input should be"),
+    ("post", CLS, {"json": {"texts": ["ok", 3]}}, 422, "texts[1]: Input should be"),
+    ("post", CLS, {"json": {"texts": ["a"], "top_k": "2"}}, 422, "top_k"),
+    ("post", CLS, {"json": {"texts": ["a"], "colour": 1}}, 422, "colour"),
+    ("post", CLS, {"json": {}}, 422, "texts: Field required"),
+    ("post", CLS, {"json": {"texts": []}}, 422, "texts is empty"),
+    ("post", CLS, {"json": {"texts": ["ok", "  "]}}, 422, "texts[1] is empty"),
+    ("post", CLS, {"json": {"texts": ["a"] * 5}}, 422, "the limit is 4"),
+    ("post", CLS, {"json": {"texts": ["a" * 201]}}, 422, "201 characters"),
+    ("post", CLS, {"json": {"texts": ["a"], "top_k": 0}}, 422, "top_k must be"),
+    ("post", CLS, {"content": b"x" * 20_001}, 413, "over the limit"),
+    ("post", "/v1/models/nope/predict", {"json": {"texts": ["a"]}}, 404, "unknown model 'nope'"),
+    ("get", "/v1/models/nope", {}, 404, "unknown model"),
+    ("get", "/no/such/page", {}, 404, "Not Found"),
+    ("get", CLS, {}, 405, "Method Not Allowed"),
+    ("post", "/v1/models/tag-rnn/predict", {"json": {"sentences": [[]]}}, 422, "sentences[0] has no tokens"),
+    ("post", "/v1/models/tag-rnn/predict", {"json": {"sentences": [["a b"]]}}, 422, "is not a token"),
+    ("post", "/v1/models/translate/predict", {"json": {"texts": ["ein"], "beam": 9}}, 422, "beam must be"),
+    ("post", LM, {"json": {"prompt": ""}}, 422, "prompt is empty"),
+    ("post", LM, {"json": {"prompt": "the", "max_new_tokens": 51}}, 422, "max_new_tokens"),
+    ("post", LM, {"json": {"prompt": "the", "temperature": -1}}, 422, "temperature"),
+    ("post", LM, {"json": {"prompt": "the", "top_p": 1.5}}, 422, "top_p"),
+    ("post", LM, {"json": {"prompt": "the", "stream": "yes"}}, 422, "stream"),
+    ("post", LM, {"json": {"prompt": "the cat Z!"}}, 422, "never saw"),
+    ("post", LM, {"json": {"prompt": "the cat Z!", "stream": True}}, 422, "never saw"),
+    ("post", IMG, {"json": {"image": "x"}}, 415, "multipart/form-data"),
+    ("post", IMG, {"files": {"image": ("a.png", b"not an image", "image/png")}}, 415,
+     "not an image"),
+    ("post", IMG, {"files": {"picture": ("a.png", b"x", "image/png")}}, 422, "'image'"),
+    ("post", IMG, {"files": {"image": ("a.png", b"", "image/png")}}, 422, "empty"),
+    ("post", IMG, {"files": {"image": ("a.png", b"x" * 20_001, "image/png")}}, 413,
+     "over the limit"),
+]
+
+
+def test_every_bad_input_gets_its_4xx_with_one_message_and_the_server_serves_on(client):
+    x, _ = load_digits_arrays()
+    for method, path, options, status, words in BAD:
+        r = getattr(client, method)(path, **options)
+        assert r.status_code == status, (path, options, r.status_code, r.text)
+        message = r.json()["error"]
+        assert words in message and "\n" not in message, (path, options, message)
+    bad_top_k = client.post("/v1/models/image/predict", files={"image": ("d.png", png(x[0, 0]), "image/png")},
+                            data={"top_k": "two"})
+    assert bad_top_k.status_code == 422 and "top_k must be an integer" in bad_top_k.json()["error"]
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/v1/models/classify-bag/predict", json={"texts": ["fine"]}).status_code == 200
+
+
+def test_concurrent_requests_run_as_one_batch_and_each_gets_its_own_result(runs):
+    words = ("great", "dull", "superb", "awful", "moving", "bland", "funny", "weak")
+    texts = [f"the film was {w}" for w in words]
+    # the batch closes when it holds max_batch texts, long before its wait runs out: one model call
+    app = create_app([runs["classify-bag"]], ServeConfig(max_batch=len(texts), batch_wait_ms=60_000))
+    served = app.state.models["classify-bag"]
+    with TestClient(app) as c, ThreadPoolExecutor(len(texts)) as pool:
+        answers = list(pool.map(lambda t: c.post(CLS, json={"texts": [t]}), texts))
+    assert served.batcher.calls == 1
+    expected = json.loads(json.dumps(seqlab.load(runs["classify-bag"]).predict(texts)))
+    assert [a.json()["results"][0] for a in answers] == expected
+
+
+def test_without_batching_each_request_is_its_own_call(runs):
+    app = create_app([runs["classify-bag"]], ServeConfig(max_batch=1, batch_wait_ms=50))
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: c.post(CLS, json={"texts": [f"a {i}"]}), range(6)))
+    assert all(a.status_code == 200 for a in answers) and app.state.models["classify-bag"].batcher.calls == 6
+
+
+def test_a_bad_request_in_a_batch_fails_alone():
+    def run(items, options):
+        if "bad" in items:
+            raise DataError("a bad item")
+        return [f"{x}{options['suffix']}" for x in items]
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=3, wait=60.0)
+            results = await asyncio.gather(*(batcher.submit([x], {"suffix": "!"}) for x in ("a", "bad", "c")),
+                                           return_exceptions=True)
+            await batcher.stop()
+            return results, batcher.calls
+
+    (a, bad, c), calls = asyncio.run(main())
+    assert a == ["a!"] and c == ["c!"] and isinstance(bad, DataError)
+    assert calls == 4  # the batch of three, then each request alone
+
+
+def test_requests_with_different_options_share_a_batch_but_not_a_call():
+    seen = []
+
+    def run(items, options):
+        seen.append((sorted(items), options["k"]))
+        return [f"{x}/{options['k']}" for x in items]
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=4, wait=60.0)
+            requests = (("a", 1), ("b", 2), ("c", 1), ("d", 2))
+            out = await asyncio.gather(*(batcher.submit([x], {"k": k}) for x, k in requests))
+            await batcher.stop()
+            return out
+
+    assert asyncio.run(main()) == [["a/1"], ["b/2"], ["c/1"], ["d/2"]]
+    assert sorted(seen) == [(["a", "c"], 1), (["b", "d"], 2)]
+
+
+def test_the_openapi_page_documents_every_body_with_an_example(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
+    examples = body["application/json"]["examples"]
+    assert set(examples) == {"ClassifyRequest", "TagRequest", "TranslateRequest", "GenerateRequest"}
+    assert all(e["value"] for e in examples.values())
+    assert "image" in body["multipart/form-data"]["schema"]["properties"]
+    assert client.get("/docs").status_code == 200
