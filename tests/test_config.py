@@ -32,6 +32,13 @@ def test_unknown_key_suggests_nearest():
         make_config(None, ["trian.epochs=3"])
 
 
+def test_exponent_numbers_without_a_dot(tmp_path):
+    assert make_config(None, ["train.lr=1e-3"]).train.lr == 0.001
+    p = tmp_path / "p.yaml"
+    p.write_text("train: {lr: 5e-4}\n")
+    assert make_config(p).train.lr == 0.0005
+
+
 def test_wrong_type_is_an_error():
     with pytest.raises(ConfigError, match="train.epochs must be an integer"):
         make_config(None, ["train.epochs=many"])
