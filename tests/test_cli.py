@@ -18,7 +18,7 @@ def sample_run(tmp_path_factory):
     """`seqlab train` on the bundled sample, as a user runs it (a subprocess, default config)."""
     out = tmp_path_factory.mktemp("sample") / "run"
     proc = subprocess.run([sys.executable, "-m", "seqlab", "train", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
