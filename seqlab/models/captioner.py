@@ -1,0 +1,300 @@
+"""Image captioning models: a ConvNet encoder turns the picture into a grid of feature vectors, a decoder
+writes the caption one word at a time (the lecture's "one to many").
+
+Encoders (`encoder`): `convnet`, the conv -> ReLU -> max-pool blocks of the image task trained from scratch
+(64x64 pixels through 4 blocks give a 4x4 grid); or a torchvision ResNet (`resnet18|34|50`) cut before its
+pooling, when torchvision is installed, with its weights from a local file (`encoder_weights=PATH`, read with
+`torch.load(weights_only=True)`; nothing is downloaded).
+
+Decoders:
+- `CaptionRNN` (`model=rnn`): an LSTM whose initial state comes from the mean image feature ("Show and
+  Tell", Vinyals et al. 2015); with `attention: true` every step also attends (additive attention) over the
+  grid and reads the gated context ("Show, Attend and Tell", Xu et al. 2015; its doubly-stochastic
+  regulariser is the task's `task.attention_reg`).
+- `CaptionTransformer` (`model=transformer`): the decoder stack of `seqlab.nn` with cross-attention to the
+  grid (projected to d_model, plus a learned embedding of each grid position).
+
+Every captioner has the same tensors in and out (teacher forcing: `tgt_in` is `<bos> y_1 .. y_{T-1}`)::
+
+    forward(images (B, C, H, W), tgt_in (N, T), image_index (N,)) -> logits (N, T, V)
+    forward_with_attention(...) -> (logits (N, T, V), attention (N, T, G) over the G grid cells, or None)
+
+`image_index[n]` is the image caption n describes, so the encoder runs once for an image with five captions.
+Decoding goes through `seqlab.tasks.decoding` (the search translation uses): `encode(images)` -> state,
+`decode_step(tokens (N,), state, need_weights)` -> (logits (N, V), state, attention (N, G)),
+`reorder_state(state, index)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.errors import CheckpointError, ConfigError
+from seqlab.nn import (
+    AdditiveAttention,
+    ConvBlock2d,
+    DecoderLayerCache,
+    SinusoidalPositionalEncoding,
+    TransformerDecoder,
+)
+
+ENCODERS = ("convnet", "resnet18", "resnet34", "resnet50")
+
+
+@dataclass
+class EncoderOptions:
+    """The image encoder's options, shared by every captioner's config."""
+
+    encoder: str = "convnet"  # convnet | resnet18 | resnet34 | resnet50 (needs torchvision)
+    channels: list = field(default_factory=lambda: [32, 64, 128, 256])  # convnet: channels of each block
+    encoder_weights: str | None = None  # resnet: a local state-dict file (never downloaded)
+    freeze_encoder: bool = False  # resnet: keep the loaded weights fixed
+
+    def validate_encoder(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if not self.channels or not all(isinstance(c, int) and c >= 1 for c in self.channels):
+            raise ConfigError(f"model.channels must list positive integers, got {self.channels!r}")
+
+
+class GridEncoder(nn.Module):
+    """images (B, C, H, W) -> a grid of feature vectors (B, G, D) with G = H' * W' cells, read row by row."""
+
+    def __init__(self, opt: EncoderOptions, in_channels: int, image_size: int):
+        super().__init__()
+        if opt.encoder == "convnet":
+            blocks, c, size = [], in_channels, image_size
+            for i, width in enumerate(opt.channels):
+                size //= 2
+                if size < 1:
+                    raise ConfigError(f"{image_size}x{image_size} images are too small for {len(opt.channels)} "
+                                      f"conv blocks (block {i + 1} would have no pixels left)")
+                blocks.append(ConvBlock2d(c, width, 3, 1, 2))
+                c = width
+            self.net: nn.Module = nn.Sequential(*blocks)
+            self.dim, self.grid = c, size * size
+        else:
+            self.net, self.dim = _torchvision_backbone(opt)
+            with torch.no_grad():
+                h = self.net(torch.zeros(1, in_channels, image_size, image_size))
+            self.grid = h.size(2) * h.size(3)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.net(images)  # (B, D, H', W')
+        return x.flatten(2).transpose(1, 2)  # (B, H' * W', D)
+
+
+def _torchvision_backbone(opt: EncoderOptions) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its pooling and classifier, weights from `opt.encoder_weights`."""
+    try:
+        import torchvision
+    except ImportError:
+        raise ConfigError(f"model.encoder={opt.encoder} needs torchvision, which is not installed "
+                          "(pip install torchvision), or use model.encoder=convnet") from None
+    if not opt.encoder_weights:
+        raise ConfigError(f"model.encoder={opt.encoder} needs model.encoder_weights=PATH (a local state dict; "
+                          "nothing is downloaded)")
+    net = getattr(torchvision.models, opt.encoder)(weights=None)
+    try:
+        state = torch.load(opt.encoder_weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except FileNotFoundError:
+        raise CheckpointError("encoder weights file not found", path=opt.encoder_weights) from None
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"not {opt.encoder} weights ({str(e).splitlines()[0][:120]})",
+                              path=opt.encoder_weights) from None
+    dim = net.fc.in_features
+    body = nn.Sequential(*list(net.children())[:-2])  # up to layer4: (B, dim, H/32, W/32)
+    if opt.freeze_encoder:
+        body.requires_grad_(False)
+    return body, dim
+
+
+# ---------------------------------------------------------------------------------------------- RNN
+
+
+@dataclass
+class CaptionRNNConfig(EncoderOptions):
+    """Show and Tell (attention: false) or Show, Attend and Tell (attention: true)."""
+
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention: bool = True
+    attention_dim: int = 256
+    dropout: float = 0.3
+
+    def validate(self) -> None:
+        self.validate_encoder()
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class RNNCaptionState:
+    """What the LSTM carries from one word to the next (N rows)."""
+
+    grid: Tensor  # (N, G, D) image features
+    h: Tensor  # (N, H)
+    c: Tensor  # (N, H)
+
+
+class CaptionRNN(nn.Module):
+    """See `CaptionRNNConfig`. Step t: attention of h_{t-1} over the grid gives the context z_t, gated by
+    sigmoid(W_b h_{t-1}); the LSTM cell reads [embed(y_{t-1}); z_t] and the word is predicted from h_t."""
+
+    Config = CaptionRNNConfig
+
+    def __init__(self, cfg: CaptionRNNConfig, vocab_size: int, padding_idx: int, in_channels: int = 3,
+                 image_size: int = 64):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = GridEncoder(cfg, in_channels, image_size)
+        D, H = self.encoder.dim, cfg.hidden_dim
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=padding_idx)
+        self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
+        if cfg.attention:
+            self.attention = AdditiveAttention(H, D, cfg.attention_dim)
+            self.gate = nn.Linear(H, D)
+        self.cell = nn.LSTMCell(cfg.embed_dim + (D if cfg.attention else 0), H)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, vocab_size)
+
+    def encode(self, images: Tensor) -> RNNCaptionState:
+        """images: (B, C, H, W) -> the initial state, from the mean feature of the grid."""
+        grid = self.encoder(images)  # (B, G, D)
+        mean = self.dropout(grid.mean(dim=1))
+        return RNNCaptionState(grid, torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+
+    def _step(self, tokens: Tensor, state: RNNCaptionState) -> tuple[Tensor, RNNCaptionState, Tensor | None]:
+        """tokens: (N,) -> (h_t (N, H), new state, attention (N, G) or None)."""
+        x = self.dropout(self.embed(tokens))  # (N, E)
+        weights = None
+        if self.cfg.attention:
+            context, weights = self.attention(state.h, state.grid)  # (N, D), (N, G)
+            x = torch.cat([x, torch.sigmoid(self.gate(state.h)) * context], dim=-1)
+        h, c = self.cell(x, (state.h, state.c))
+        return h, RNNCaptionState(state.grid, h, c), weights
+
+    def forward_with_attention(self, images: Tensor, tgt_in: Tensor, image_index: Tensor
+                               ) -> tuple[Tensor, Tensor | None]:
+        """-> (logits (N, T, V), attention (N, T, G) or None without attention)."""
+        s = self.encode(images)
+        state = RNNCaptionState(s.grid.index_select(0, image_index), s.h.index_select(0, image_index),
+                                s.c.index_select(0, image_index))
+        outputs, weights = [], []
+        for t in range(tgt_in.size(1)):
+            h, state, w = self._step(tgt_in[:, t], state)
+            outputs.append(h)
+            weights.append(w)
+        logits = self.out(self.dropout(torch.stack(outputs, dim=1)))
+        return logits, torch.stack(weights, dim=1) if self.cfg.attention else None
+
+    def forward(self, images: Tensor, tgt_in: Tensor, image_index: Tensor) -> Tensor:
+        """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V)."""
+        return self.forward_with_attention(images, tgt_in, image_index)[0]
+
+    def decode_step(self, tokens: Tensor, state: RNNCaptionState, need_weights: bool = False
+                    ) -> tuple[Tensor, RNNCaptionState, Tensor | None]:
+        """tokens: (N,) the previous word of each row -> (logits (N, V), state, attention (N, G) or None)."""
+        h, state, weights = self._step(tokens, state)
+        return self.out(h), state, weights if need_weights else None
+
+    def reorder_state(self, state: RNNCaptionState, index: Tensor) -> RNNCaptionState:
+        return RNNCaptionState(*(t.index_select(0, index) for t in (state.grid, state.h, state.c)))
+
+
+# ---------------------------------------------------------------------------------------------- Transformer
+
+
+@dataclass
+class CaptionTransformerConfig(EncoderOptions):
+    """A Transformer decoder (masked self-attention over the words, cross-attention to the grid)."""
+
+    d_model: int = 256
+    n_heads: int = 4
+    dec_layers: int = 3
+    d_ff: int = 1024
+    dropout: float = 0.1
+    activation: str = "relu"
+    norm_first: bool = True
+    max_len: int = 64  # longest caption the positional encoding covers
+    tie_embeddings: bool = True
+
+    def validate(self) -> None:
+        self.validate_encoder()
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+
+
+@dataclass
+class TransformerCaptionState:
+    """The projected grid and the decoder's key/value caches (N rows)."""
+
+    memory: Tensor  # (N, G, d_model)
+    cache: list[DecoderLayerCache]
+
+
+class CaptionTransformer(nn.Module):
+    """See `CaptionTransformerConfig`. Word embeddings are scaled by sqrt(d_model) and summed with
+    sinusoidal positions, as in the translation Transformer."""
+
+    Config = CaptionTransformerConfig
+
+    def __init__(self, cfg: CaptionTransformerConfig, vocab_size: int, padding_idx: int, in_channels: int = 3,
+                 image_size: int = 64):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.encoder = GridEncoder(cfg, in_channels, image_size)
+        self.project = nn.Sequential(nn.Linear(self.encoder.dim, d), nn.LayerNorm(d))
+        self.grid_pos = nn.Parameter(torch.zeros(self.encoder.grid, d))  # one learned vector per grid cell
+        nn.init.normal_(self.grid_pos, std=0.02)
+        self.embed = nn.Embedding(vocab_size, d, padding_idx=padding_idx)
+        nn.init.normal_(self.embed.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.embed.weight[padding_idx].zero_()
+        self.scale = d**0.5
+        self.pos = SinusoidalPositionalEncoding(d, cfg.max_len, cfg.dropout)
+        self.decoder = TransformerDecoder(cfg.dec_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.activation,
+                                          cfg.norm_first)
+        self.out = nn.Linear(d, vocab_size)
+        if cfg.tie_embeddings:
+            self.out.weight = self.embed.weight
+
+    def encode(self, images: Tensor) -> TransformerCaptionState:
+        """images: (B, C, H, W) -> the grid as memory (B, G, d_model) and empty caches."""
+        return TransformerCaptionState(self.project(self.encoder(images)) + self.grid_pos, self.decoder.new_cache())
+
+    def _decode(self, tokens: Tensor, memory: Tensor, need_weights: bool, cache: list[DecoderLayerCache] | None
+                ) -> tuple[Tensor, Tensor | None]:
+        """tokens: (N, T) after the cached ones -> (logits (N, T, V), last layer's cross-attention averaged
+        over heads (N, T, G) or None)."""
+        offset = len(cache[0].self_attn) if cache else 0
+        y = self.pos(self.embed(tokens) * self.scale, offset)
+        h, weights = self.decoder(y, memory, None, None, need_weights, cache)
+        return self.out(h), weights[-1].mean(dim=1) if need_weights else None
+
+    def forward_with_attention(self, images: Tensor, tgt_in: Tensor, image_index: Tensor
+                               ) -> tuple[Tensor, Tensor | None]:
+        """-> (logits (N, T, V), attention (N, T, G))."""
+        memory = self.encode(images).memory.index_select(0, image_index)
+        return self._decode(tgt_in, memory, True, None)
+
+    def forward(self, images: Tensor, tgt_in: Tensor, image_index: Tensor) -> Tensor:
+        """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V)."""
+        memory = self.encode(images).memory.index_select(0, image_index)
+        return self._decode(tgt_in, memory, False, None)[0]
+
+    def decode_step(self, tokens: Tensor, state: TransformerCaptionState, need_weights: bool = False
+                    ) -> tuple[Tensor, TransformerCaptionState, Tensor | None]:
+        """tokens: (N,) the previous word of each row -> (logits (N, V), state, attention (N, G) or None)."""
+        logits, weights = self._decode(tokens[:, None], state.memory, need_weights, state.cache)
+        return logits[:, 0], state, None if weights is None else weights[:, 0]
+
+    def reorder_state(self, state: TransformerCaptionState, index: Tensor) -> TransformerCaptionState:
+        for layer_cache in state.cache:
+            layer_cache.reorder(index)
+        return TransformerCaptionState(state.memory.index_select(0, index), state.cache)

@@ -1,0 +1,123 @@
+"""Captioners: shapes, causality, attention over the grid, decoding consistency, tiny overfit, determinism."""
+
+import pytest
+import torch
+
+from seqlab.errors import ConfigError
+from seqlab.models.captioner import CaptionRNN, CaptionRNNConfig, CaptionTransformer, CaptionTransformerConfig
+from seqlab.tasks.decoding import beam_search, greedy_search
+
+V, PAD, BOS, EOS = 12, 0, 2, 3
+
+
+def make(kind: str, **kw):
+    torch.manual_seed(0)
+    if kind == "transformer":
+        cfg = CaptionTransformerConfig(channels=[8, 16], d_model=32, n_heads=4, dec_layers=2, d_ff=64, dropout=0.0,
+                                       **kw)
+        return CaptionTransformer(cfg, V, PAD, 3, 16)
+    cfg = CaptionRNNConfig(channels=[8, 16], embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0,
+                           attention=kind == "rnn_attention", **kw)
+    return CaptionRNN(cfg, V, PAD, 3, 16)
+
+
+KINDS = ["rnn", "rnn_attention", "transformer"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_attention_sums_to_one(kind):
+    model = make(kind).eval()
+    images, tgt = torch.randn(2, 3, 16, 16), torch.randint(4, V, (5, 6))
+    logits, attn = model.forward_with_attention(images, tgt, torch.tensor([0, 0, 1, 1, 1]))
+    assert logits.shape == (5, 6, V)
+    if kind == "rnn":
+        assert attn is None
+    else:
+        assert attn.shape == (5, 6, 16)  # 16x16 pixels through 2 blocks: a 4x4 grid
+        assert torch.allclose(attn.sum(-1), torch.ones(5, 6), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_later_word_never_changes_earlier_logits(kind):
+    model = make(kind).eval()
+    images, tgt = torch.randn(1, 3, 16, 16), torch.randint(4, V, (1, 7))
+    changed = tgt.clone()
+    changed[0, 4:] = (changed[0, 4:] + 1 - 4) % (V - 4) + 4
+    a = model(images, tgt, torch.tensor([0]))
+    b = model(images, changed, torch.tensor([0]))
+    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-5)  # position t reads word t: 0..3 never see word 4
+    assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_decoding_equals_teacher_forcing(kind):
+    model = make(kind).eval()
+    images, tgt = torch.randn(2, 3, 16, 16), torch.randint(4, V, (2, 5))
+    full = model(images, tgt, torch.tensor([0, 1]))
+    state = model.encode(images)
+    for t in range(5):
+        logits, state, _ = model.decode_step(tgt[:, t], state)
+        assert torch.allclose(logits, full[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_beam_one_is_greedy_and_batched_equals_one_at_a_time(kind):
+    model = make(kind).eval()
+    images = torch.randn(3, 3, 16, 16)
+    lengths = torch.full((3,), 8)
+    greedy = greedy_search(model, model.encode(images), BOS, EOS, lengths, need_weights=kind != "rnn")
+    beam1 = beam_search(model, model.encode(images), BOS, EOS, lengths, 1, need_weights=kind != "rnn")
+    assert [h.tokens for h in greedy] == [h.tokens for h in beam1]
+    assert [h.log_prob for h in greedy] == pytest.approx([h.log_prob for h in beam1], abs=1e-4)
+    for i in range(3):
+        one = greedy_search(model, model.encode(images[i: i + 1]), BOS, EOS, lengths[:1])[0]
+        assert one.tokens == greedy[i].tokens
+        assert one.log_prob == pytest.approx(greedy[i].log_prob, abs=1e-4)
+    beam3 = beam_search(model, model.encode(images), BOS, EOS, lengths, 3)
+    for i in range(3):
+        one = beam_search(model, model.encode(images[i: i + 1]), BOS, EOS, lengths[:1], 3)[0]
+        assert one.tokens == beam3[i].tokens
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_overfit_to_exact_captions(kind):
+    torch.manual_seed(0)
+    model = make(kind)
+    images = torch.randn(3, 3, 16, 16)
+    captions = [[5, 6, 7], [8, 9], [10, 11, 5, 6]]
+    T = max(map(len, captions)) + 1
+    tgt_in = torch.full((3, T), PAD)
+    tgt_out = torch.full((3, T), PAD)
+    for i, c in enumerate(captions):
+        tgt_in[i, : len(c) + 1] = torch.tensor([BOS, *c])
+        tgt_out[i, : len(c) + 1] = torch.tensor([*c, EOS])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    index = torch.arange(3)
+    for _ in range(150):
+        opt.zero_grad()
+        logits = model(images, tgt_in, index)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=PAD)
+        loss.backward()
+        opt.step()
+    model.eval()
+    hyps = greedy_search(model, model.encode(images), BOS, EOS, torch.full((3,), 8))
+    assert [h.tokens for h in hyps] == captions
+
+
+def test_same_seed_same_weights_and_outputs():
+    a, b = make("rnn_attention"), make("rnn_attention")
+    x, t = torch.randn(1, 3, 16, 16), torch.randint(4, V, (1, 4))
+    assert torch.equal(a(x, t, torch.tensor([0])), b(x, t, torch.tensor([0])))
+
+
+def test_too_many_blocks_and_missing_torchvision_are_config_errors():
+    with pytest.raises(ConfigError, match="too small"):
+        CaptionRNN(CaptionRNNConfig(channels=[4] * 5), V, PAD, 3, 16)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="torchvision"):
+            CaptionRNN(CaptionRNNConfig(encoder="resnet18", encoder_weights="w.pt"), V, PAD, 3, 64)
+    else:
+        with pytest.raises(ConfigError, match="encoder_weights"):
+            CaptionRNN(CaptionRNNConfig(encoder="resnet18"), V, PAD, 3, 64)
