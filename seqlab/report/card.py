@@ -22,7 +22,7 @@ INTENDED = {
 LIMITS = [
     "It knows only its training data: other domains, languages, spellings and lengths (texts are cut at "
     "`task.max_len` where set) are not covered, and its scores there are unknown.",
-    "The metrics below are those of the test split, not a guarantee on other data; a confident prediction "
+    "The metrics above are those of the test split, not a guarantee on other data; a confident prediction "
     "can still be wrong.",
     "Biases of the training data (who wrote it, about what) carry over to its predictions; do not use it "
     "alone for decisions about people.",
