@@ -170,3 +170,4 @@ def test_models_are_selected_by_name_in_configs():
     assert cfg.model_options.cell == "gru" and cfg.model_options.bidirectional is False
     cfg = make_config(None, ["model=transformer", "model.pooling=mean"])
     assert cfg.model_options.pooling == "mean"
+

@@ -1,6 +1,8 @@
-"""Pretrained word vectors (word2vec / GloVe text format) loaded into the classifiers' embeddings."""
+"""The word embedding of the padded classifiers: its initialisation, sparse gradients through the trainer, and
+pretrained word vectors (word2vec / GloVe text format)."""
 
 import gzip
+import json
 
 import pytest
 import torch
@@ -93,3 +95,22 @@ def test_training_with_pretrained_vectors_logs_the_coverage(tmp_path):
     predictor = seqlab.load(run)  # the frozen rows are those of the file
     great = predictor.task.vocab.stoi["great"]
     torch.testing.assert_close(predictor.model.embedding.weight[great].detach(), torch.ones(4))
+
+
+def test_embeddings_start_at_about_unit_length():
+    norms = WordEmbedding(50, 300, padding_idx=1).weight.norm(dim=1)
+    assert norms[1] == 0 and 0.8 < norms[2:].mean() < 1.2
+
+
+@pytest.mark.parametrize("name", ["cnn", "rnn", "transformer"])
+def test_sparse_embeddings_train_through_the_trainer(tmp_path, name):
+    """model.sparse=true: the embedding gets sparse gradients, which the trainer's SparseAdam takes."""
+    small = {"cnn": {"model.embed_dim": 16, "model.filters": 8, "model.widths": [1, 2]},
+             "rnn": {"model.embed_dim": 16, "model.hidden_dim": 16},
+             "transformer": {"model.d_model": 16, "model.d_ff": 32}}[name]
+    files = tiny_classification(tmp_path)
+    run = seqlab.train(None, {**files, "model": name, **small, "model.sparse": True, "model.dropout": 0.0,
+                              "train.epochs": 4, "train.optimizer": "adam", "train.lr": 0.02},
+                       out=tmp_path / "run", quiet=True)
+    test = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert test["split"] == "test" and test["accuracy"] >= 0.85

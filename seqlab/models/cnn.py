@@ -28,6 +28,7 @@ class CNNConfig:
     filters: int = 100  # per width
     dropout: float = 0.5  # on the pooled features, as in the paper
     embed_dropout: float = 0.0
+    sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:
         if not self.widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in self.widths):
@@ -46,7 +47,7 @@ class CNNClassifier(nn.Module):
     def __init__(self, cfg: CNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
         self.cfg = cfg
-        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout)
+        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout, cfg.sparse)
         self.conv = NgramConv1d(cfg.embed_dim, cfg.widths, cfg.filters)
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(self.conv.output_dim, num_classes)

@@ -66,12 +66,25 @@ def read_vectors(path: str | os.PathLike, stoi: dict[str, int], dim: int) -> dic
 
 
 class WordEmbedding(nn.Module):
-    """tokens (B, T) -> dropout(embedding) (B, T, D); the padding row is zero and gets no gradient."""
+    """tokens (B, T) -> dropout(embedding) (B, T, D); the padding row is zero and gets no gradient.
 
-    def __init__(self, vocab_size: int, dim: int, padding_idx: int, dropout: float = 0.0):
+    `sparse=True`: only the rows a batch uses get a gradient (the trainer then updates them with
+    SparseAdam, or SGD), which saves most of an optimiser step when the vocabulary is large.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, padding_idx: int, dropout: float = 0.0, sparse: bool = False):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
+        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=padding_idx, sparse=sparse)
         self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """N(0, 1/D): vectors of about unit length, small enough for the optimiser to move them fast
+        (torch's N(0, 1) makes 300-d vectors so long that rare words barely leave their random start)."""
+        nn.init.normal_(self.embedding.weight, std=self.embedding.embedding_dim**-0.5)
+        if self.embedding.padding_idx is not None:
+            self.embedding.weight[self.embedding.padding_idx].zero_()
 
     @property
     def weight(self) -> Tensor:

@@ -40,6 +40,7 @@ class RNNConfig:
     activation: str = "none"  # none|relu|tanh on the pooled vector
     dropout: float = 0.5  # on the pooled vector, and between stacked layers
     embed_dropout: float = 0.0
+    sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:
         choices = {"cell": ("rnn", "lstm", "gru"), "pooling": POOLINGS, "attention": ("additive", "dot"),
@@ -62,7 +63,7 @@ class RNNClassifier(nn.Module):
     def __init__(self, cfg: RNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
         self.cfg = cfg
-        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout)
+        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout, cfg.sparse)
         self.encoder = RNNEncoder(cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.cell, cfg.bidirectional,
                                   cfg.dropout)
         dim = self.encoder.output_dim

@@ -42,6 +42,7 @@ class TransformerConfig:
     norm_first: bool = True  # pre-LN (stable without warm-up); false: the paper's post-LN
     pooling: str = "cls"  # cls|mean|max|attention
     attention: str = "additive"  # additive|dot: the scoring of pooling=attention
+    sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:
         choices = {"activation": ("relu", "gelu"), "positional": ("sinusoidal", "learned"),
@@ -67,8 +68,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         D = cfg.d_model
-        self.embedding = WordEmbedding(vocab_size, D, padding_idx)
-        self.cls = nn.Parameter(torch.randn(D)) if cfg.pooling == "cls" else None
+        self.embedding = WordEmbedding(vocab_size, D, padding_idx, sparse=cfg.sparse)
+        self.cls = nn.Parameter(torch.randn(D)) if cfg.pooling == "cls" else None  # as a scaled embedding
         if cfg.positional == "sinusoidal":
             self.positions: nn.Module = SinusoidalPositionalEncoding(D, cfg.max_len, cfg.dropout)
         else:
@@ -94,7 +95,7 @@ class TransformerClassifier(nn.Module):
             raise ValueError("return_attention needs pooling=cls or pooling=attention")
         B, T = tokens.shape
         mask = padding_mask(lengths, T)  # (B, T), True at padding
-        x = self.embedding(tokens)  # (B, T, D)
+        x = self.embedding(tokens) * self.cfg.d_model**0.5  # (B, T, D), on the scale of the positions
         if self.cls is not None:
             x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], dim=1)  # (B, 1 + T, D)
             mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1)
