@@ -156,6 +156,29 @@ def cmd_translate(a: argparse.Namespace) -> None:
         print(json.dumps({"text": texts[i - 1], **r}, ensure_ascii=False) if a.json else r["translation"])
 
 
+def cmd_caption(a: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from seqlab import api
+
+    predictor = api.load(a.run_dir)
+    if not hasattr(predictor, "caption"):
+        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; caption needs task=caption")
+    plot = a.plot_attention is not None
+    results = predictor.caption(a.images, beam=a.beam, attention=plot)
+    for i, (image, r) in enumerate(zip(a.images, results, strict=True), 1):
+        if plot:
+            from seqlab.report.attention import plot_image_attention
+
+            out = Path(a.plot_attention)
+            if len(results) > 1:  # one picture per image: OUT-1.png, OUT-2.png, ...
+                out = out.with_name(f"{out.stem}-{i}{out.suffix}")
+            plot_image_attention(predictor.picture(image), r.pop("words"), r.pop("attention"), r.pop("grid"), out,
+                                 title=r["caption"])
+            print(f"seqlab: attention of image {i} written to {out}", file=sys.stderr)
+        print(json.dumps({"image": image, **r}, ensure_ascii=False) if a.json else r["caption"])
+
+
 def cmd_info(a: argparse.Namespace) -> None:
     from seqlab import api
 
@@ -257,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw the source x output attention as a heatmap (OUT-1.png, ... for several)")
     tr.add_argument("--json", action="store_true", help="one JSON object per sentence")
     tr.set_defaults(func=cmd_translate)
+
+    c = sub.add_parser("caption", help="describe images with a captioning run")
+    c.add_argument("run_dir")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1: greedy)")
+    c.add_argument("--plot-attention", metavar="OUT.png",
+                   help="draw each word's attention over the picture (OUT-1.png, ... for several images)")
+    c.add_argument("--json", action="store_true", help="one JSON object per image")
+    c.set_defaults(func=cmd_caption)
 
     s = sub.add_parser("serve", help="serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

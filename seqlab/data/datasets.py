@@ -74,9 +74,14 @@ class Bundled:
     """A file shipped inside the package, in `seqlab/data/sample/` (see its SOURCE.md)."""
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A file with no download address: only found under `$SEQLAB_DATA/<name>/` (or put in the cache)."""
+
+
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
-Source = Remote | ZipMember | ImdbJsonl | Bundled
+Source = Remote | ZipMember | ImdbJsonl | Bundled | Staged
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,13 @@ DATASETS: dict[str, Recipe] = {
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"))},
         train="input.txt", valid=None, test=None, format="text",
     ),
+    # Flickr8k (staged only): one captions file holds every split (its "split" field); reader_options
+    # names the images, read by the caption task from beside it.
+    "flickr8k": Recipe(
+        files={"captions.jsonl": Staged(), "images_128px.tar": Staged()},
+        train="captions.jsonl", valid="captions.jsonl", test="captions.jsonl", format="captions",
+        reader_options={"images": "images_128px.tar"},
+    ),
     "ptb": Recipe(
         files={"ptb.train.txt": Remote(_PTB + "ptb.train.txt", md5="f26c4b92c5fdc7b3f8c7cdcb991d8420"),
                "ptb.valid.txt": Remote(_PTB + "ptb.valid.txt", md5="aa0affc06ff7c36e977d7cd49e3839bf"),
@@ -241,6 +253,9 @@ def _resolve(name: str, rel: str, source: Source, download: bool, progress: bool
     if not download:
         raise DataError(f"dataset {name!r}: {rel} is neither under $SEQLAB_DATA/{name}/ nor in the cache "
                         f"{cached.parent} (downloads are off)")
+    if isinstance(source, Staged):
+        raise DataError(f"dataset {name!r}: {rel} has no download address; put it under $SEQLAB_DATA/{name}/ "
+                        f"or {cached.parent}/")
     downloads = cache_dir() / "datasets" / name / "downloads"
     if isinstance(source, Remote):
         fetch(source, cached, progress)

@@ -2,6 +2,7 @@
 Every class carries its options dataclass as `Config`; every model of a task has the same `forward`."""
 
 from seqlab.models.bag import BagClassifier
+from seqlab.models.captioner import CaptionRNN, CaptionTransformer
 from seqlab.models.cnn import CNNClassifier
 from seqlab.models.convnet import ConvNet
 from seqlab.models.lm import RNNLM, TransformerLM
@@ -17,4 +18,5 @@ MODELS: dict[str, dict[str, type]] = {
     "image": {"convnet": ConvNet},
     "lm": {"rnn": RNNLM, "transformer": TransformerLM},
     "translate": {"rnn": RNNSeq2Seq, "transformer": TransformerSeq2Seq},
+    "caption": {"rnn": CaptionRNN, "transformer": CaptionTransformer},
 }

@@ -1,5 +1,6 @@
 """The attention matrix as a heatmap: one row per output token, one column per input token, darker where
-the model looked harder (the lecture's "what does the network seem to be focusing on?").
+the model looked harder (the lecture's "what does the network seem to be focusing on?"); for captions, the
+attention of each word over the image grid laid over the picture (`plot_image_attention`).
 
 Drawn with matplotlib's object API on an Agg canvas: no display, no global backend switched.
 """
@@ -32,6 +33,34 @@ def plot_attention(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_image_attention(image: np.ndarray, words: Sequence[str], weights: Sequence[Sequence[float]],
+                         grid: tuple[int, int], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write one panel per generated word: the picture (H, W, 3) uint8 with that word's attention over the
+    `grid` (rows x columns of cells, `weights` one row per word, cells row by row) laid over it as a
+    heatmap, upsampled to the picture's size (the lecture's "what is the network focusing on")."""
+    h, w = grid
+    maps = np.asarray(weights, dtype=np.float64).reshape(len(words), h, w)
+    cols = min(5, len(words) + 1)
+    rows = -(-(len(words) + 1) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.4 * rows))
+    FigureCanvasAgg(fig)
+    extent = (0, image.shape[1], image.shape[0], 0)  # the grid stretched over the whole picture
+    for i in range(len(words) + 1):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(image, extent=extent)
+        if i > 0:
+            ax.imshow(maps[i - 1], cmap="Greys_r", alpha=0.6, extent=extent, interpolation="bilinear",
+                      vmin=0.0, vmax=max(float(maps[i - 1].max()), 1e-9))
+        ax.set_title("(image)" if i == 0 else words[i - 1], fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

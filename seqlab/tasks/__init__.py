@@ -1,6 +1,7 @@
 """Tasks join data and models: each builds its data, model, loss, metrics and decoding.
 An explicit registry, name -> class."""
 
+from seqlab.tasks.caption import CaptionTask
 from seqlab.tasks.classify import ClassifyTask
 from seqlab.tasks.image import ImageTask
 from seqlab.tasks.lm import LMTask
@@ -13,4 +14,5 @@ TASKS: dict[str, type] = {
     "tag": TagTask,
     "image": ImageTask,
     "translate": TranslateTask,
+    "caption": CaptionTask,
 }

@@ -1,0 +1,102 @@
+"""Task caption end to end on synthetic pictures: training overfits a few images to their exact captions,
+metrics, the run directory, `seqlab caption` (with --plot-attention) and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seqlab import api
+from seqlab.cli import main
+from seqlab.errors import DataError
+from seqlab.tasks.caption import bleu_scores, caption_words
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def write_data(root):
+    img = root / "img"
+    img.mkdir()
+    rows = []
+    for i, (name, rgb) in enumerate(COLORS.items()):
+        a = np.full((24, 24, 3), 60, np.uint8)
+        a[2 + 6 * i: 12 + 6 * i, 4:14] = rgb
+        Image.fromarray(a).save(img / f"{name}.jpg", quality=95)
+        rows.append({"image": f"{name}.jpg", "captions": [f"a {name} square on grey .", f"a {name} square on grey ."]})
+    (root / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return img, root / "c.jsonl"
+
+
+def config(img, captions, model="rnn"):
+    return {"task": "caption", "model": model, "task.images": str(img), "task.size": 16, "task.min_freq": 1,
+            "task.beam": 2, "data.train": str(captions), "data.valid": str(captions), "data.test": str(captions),
+            "model.channels": [8, 16], "model.dropout": 0.0, "train.epochs": 40, "train.batch_size": 3,
+            "train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "constant", "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caption")
+    import os
+
+    os.environ["SEQLAB_CACHE"] = str(root / "cache")
+    img, captions = write_data(root)
+    cfg = {**config(img, captions), "model.hidden_dim": 64, "model.embed_dim": 32, "model.attention_dim": 32,
+           "task.attention_reg": 1.0}
+    run_dir = api.train(cfg, out=root / "run", quiet=True, log=None)
+    return run_dir, img
+
+
+def test_caption_words():
+    assert caption_words("A dog, running .") == ["a", "dog", ",", "running"]
+    assert caption_words("Two dogs.") == ["two", "dogs"]
+
+
+def test_bleu_against_all_references():
+    assert bleu_scores(["a b c d"], [["a b c d", "x y"]])["bleu4"] == pytest.approx(100.0)
+    assert bleu_scores(["a b c d"], [["x y z w"]])["bleu1"] == 0.0
+
+
+def test_overfits_its_images_and_writes_metrics(run):
+    run_dir, img = run
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    test = lines[-1]
+    assert test["split"] == "test"
+    for key in ("bleu1", "bleu4", "cider", "greedy_bleu4", "greedy_cider", "perplexity", "images_per_s"):
+        assert key in test
+    assert test["greedy_bleu4"] == pytest.approx(100.0) and test["greedy_cider"] > 1.0
+    assert (run_dir / "tokenizer.json").is_file() and (run_dir / "captions.json").is_file()
+    captioner = api.load(run_dir)
+    out = captioner.caption([str(img / f"{c}.jpg") for c in COLORS], beam=1)
+    assert [r["caption"] for r in out] == [f"a {c} square on grey" for c in COLORS]
+    # batched == one at a time, through the predictor (beam search)
+    batched = captioner.caption([str(img / f"{c}.jpg") for c in COLORS], beam=2)
+    single = [captioner.caption(str(img / f"{c}.jpg"), beam=2)[0] for c in COLORS]
+    assert [r["caption"] for r in batched] == [r["caption"] for r in single]
+
+
+def test_caption_cli_with_attention_plot(run, tmp_path, capsys):
+    run_dir, img = run
+    out = tmp_path / "att.png"
+    assert main(["caption", str(run_dir), str(img / "red.jpg"), "--json", "--plot-attention", str(out)]) == 0
+    r = json.loads(capsys.readouterr().out.strip())
+    assert r["caption"] == "a red square on grey" and r["image"].endswith("red.jpg")
+    assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(out).size[0] > 100
+    assert main(["caption", str(run_dir), str(tmp_path / "missing.jpg")]) == 2
+    assert "no such image file" in capsys.readouterr().err
+
+
+def test_caption_for_unknown_image_and_corrupt_jpeg(tmp_path):
+    import os
+
+    os.environ["SEQLAB_CACHE"] = str(tmp_path / "cache")
+    img, captions = write_data(tmp_path)
+    captions.write_text(captions.read_text() + json.dumps({"image": "ghost.jpg", "captions": ["boo"]}) + "\n")
+    with pytest.raises(DataError, match="unknown image ghost.jpg"):
+        api.train(config(img, captions), out=tmp_path / "r1", quiet=True, log=None)
+    captions.write_text("".join(x + "\n" for x in captions.read_text().splitlines()[:3]))
+    (img / "red.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(DataError, match="red.jpg"):
+        api.train(config(img, captions), out=tmp_path / "r2", quiet=True, log=None)
