@@ -74,7 +74,7 @@ def test_auto_falls_back_to_torchscript_when_the_dynamo_exporter_fails(runs, tmp
 
 def test_an_export_that_disagrees_with_pytorch_fails_with_the_diff_and_writes_nothing(runs, tmp_path,
                                                                                       monkeypatch):
-    real = export._session
+    real = export.ort_session
 
     class Off:
         def __init__(self, path):
@@ -83,7 +83,7 @@ def test_an_export_that_disagrees_with_pytorch_fails_with_the_diff_and_writes_no
         def run(self, names, feeds):
             return [self.session.run(names, feeds)[0] + 1e-3]
 
-    monkeypatch.setattr(export, "_session", Off)
+    monkeypatch.setattr(export, "ort_session", Off)
     diff = r"torchscript: ONNX Runtime's logits differ from PyTorch's by up to 0\.001 \(> 0\.0001\) on the"
     with pytest.raises(SeqlabError, match=diff):
         export_onnx(runs["cnn"], tmp_path / "out" / "model.onnx", exporter="torchscript")

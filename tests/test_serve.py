@@ -22,7 +22,14 @@ from seqlab.data.images import load_digits_arrays  # noqa: E402
 from seqlab.errors import DataError  # noqa: E402
 from seqlab.serve.app import ServeConfig, create_app  # noqa: E402
 from seqlab.serve.batching import MicroBatcher  # noqa: E402
-from tests.test_serve_runs import train_classify, train_image, train_lm, train_tag, train_translate  # noqa: E402
+from tests.test_serve_runs import (  # noqa: E402
+    train_caption,
+    train_classify,
+    train_image,
+    train_lm,
+    train_tag,
+    train_translate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +90,19 @@ def test_each_task_answers_as_the_python_api(client, runs):
                     data={"top_k": "3"})
     expected = seqlab.load(runs["image"]).predict(x[7], top_k=3)
     assert r.status_code == 200 and r.json()["results"] == json.loads(json.dumps(expected))
+
+
+def test_caption_answers_an_uploaded_picture_as_the_python_api(tmp_path):
+    run = train_caption(tmp_path)
+    picture = np.asarray(Image.open(tmp_path / "img" / "green.png"))
+    with TestClient(create_app([run])) as c:
+        r = c.post("/v1/models/caption/predict", files={"image": ("g.png", png(picture), "image/png")},
+                   data={"beam": "1"})
+        bad = c.post("/v1/models/caption/predict", files={"image": ("g.png", png(picture), "image/png")},
+                     data={"beam": "0"})
+    assert r.status_code == 200 and r.json()["task"] == "caption"
+    assert r.json()["results"] == json.loads(json.dumps(seqlab.load(run).caption([picture], beam=1)))
+    assert bad.status_code == 422 and "beam must be in 1..16" in bad.json()["error"]
 
 
 def test_streaming_yields_the_same_text_as_non_streaming_with_the_same_seed(client):

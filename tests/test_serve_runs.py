@@ -4,8 +4,12 @@ the point and big enough that it predicts through the real code paths."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 import seqlab
 from tests.helpers import tiny_classification
@@ -71,3 +75,23 @@ def train_translate(root: Path, **over) -> Path:
            "model.d_model": 16, "model.n_heads": 2, "model.enc_layers": 1, "model.dec_layers": 1,
            "model.d_ff": 16, "train.batch_size": 8, **FAST, **over}
     return seqlab.train(None, cfg, out=root / "translate", quiet=True, log=None)
+
+
+def train_caption(root: Path, **over) -> Path:
+    """Three pictures (a coloured square on grey), each with its caption."""
+    images = root / "img"
+    images.mkdir()
+    rows = []
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+    for i, (name, rgb) in enumerate(colours.items()):
+        a = np.full((24, 24, 3), 60, np.uint8)
+        a[2 + 6 * i: 12 + 6 * i, 4:14] = rgb
+        Image.fromarray(a).save(images / f"{name}.png")
+        rows.append({"image": f"{name}.png", "captions": [f"a {name} square on grey ."]})
+    captions = root / "captions.jsonl"
+    captions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = {"task": "caption", "model": "rnn", "task.images": str(images), "task.size": 16, "task.min_freq": 1,
+           "task.beam": 2, "data.train": str(captions), "data.valid": str(captions), "model.channels": [4],
+           "model.hidden_dim": 16, "model.embed_dim": 8, "model.attention_dim": 8, "train.batch_size": 3,
+           **FAST, **over}
+    return seqlab.train(None, cfg, out=root / "caption", quiet=True, log=None)

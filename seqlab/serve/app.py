@@ -9,7 +9,8 @@ The per-task bodies: classify `{"texts": [...], "top_k": 1}`; tag `{"sentences":
 ["tokens", ...]], "top_k": 1}`; translate `{"texts": [...], "beam": null}`; lm `{"prompt": "...",
 "max_new_tokens": null, "temperature": 1.0, "top_k": null, "top_p": null, "seed": null, "stream": false}`,
 where `stream: true` answers with server-sent events, one `data: {"text": piece}` per piece and a final
-`event: done`; image: a multipart/form-data upload with the file in the field `image` (and `top_k`).
+`event: done`; image and caption: a multipart/form-data upload with the file in the field `image` (and
+`top_k`, or for caption `beam`).
 A task is served when its predictor exists: adding one is an entry in ENDPOINTS.
 
 Concurrent requests to one model are micro-batched (`seqlab.serve.batching`) and run in the model's own
@@ -150,6 +151,16 @@ def _texts(texts: list, field_name: str, limits: ServeConfig) -> list:
     return texts
 
 
+def _form_int(form: dict[str, str], name: str, default: int | None) -> int | None:
+    """An integer field of an upload form (absent or empty: `default`)."""
+    value = form.get(name, "").strip()
+    if not value:
+        return default
+    if not value.lstrip("-").isdigit():
+        raise _error(422, f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def _top_k(k: int) -> int:
     if k < 1:
         raise _error(422, f"top_k must be at least 1, got {k}")
@@ -178,13 +189,15 @@ def _beam(beam: int | None, limits: ServeConfig) -> dict:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How one task is served: its JSON body (None: an uploaded image), the items of a request to batch
-    (checked against the limits), the options a batch shares, and the predictor call on a batch."""
+    """How one task is served: its JSON body, or for an uploaded image `decode` (predictor, bytes) -> the
+    picture the predictor takes; the items of a request to batch (checked against the limits); the options
+    a batch shares (from the body, or from the upload form's text fields); the predictor call on a batch."""
 
     body: type[BaseModel] | None
     items: Callable[[Any, ServeConfig], list]
     options: Callable[[Any, ServeConfig], dict]
     run: Callable[[Any, list, dict], list]
+    decode: Callable[[Any, bytes], Any] | None = None
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -197,8 +210,13 @@ ENDPOINTS: dict[str, Endpoint] = {
     "lm": Endpoint(GenerateRequest, lambda b, lim: [_text(b.prompt, "prompt", lim)], _sampling,
                    lambda p, xs, o: [{"text": p.generate(x, **o)} for x in xs]),
     # image: `items` are the decoded (C, H, W) arrays of the upload, `options` its top_k form field
-    "image": Endpoint(None, lambda arrays, lim: arrays, lambda top_k, lim: {"top_k": _top_k(top_k)},
-                      lambda p, xs, o: p.predict(xs, **o)),
+    # uploads: `items` are the decoded pictures, `options` read the form's fields
+    "image": Endpoint(None, lambda pictures, lim: pictures,
+                      lambda form, lim: {"top_k": _top_k(_form_int(form, "top_k", 1))},
+                      lambda p, xs, o: p.predict(xs, **o), decode=lambda p, data: p.as_array(data)),
+    "caption": Endpoint(None, lambda pictures, lim: pictures,
+                        lambda form, lim: _beam(_form_int(form, "beam", None), lim),
+                        lambda p, xs, o: p.caption(xs, **o), decode=lambda p, data: p.picture(data)),
 }
 
 
@@ -387,26 +405,25 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
 
 
 async def _upload(m: Served, request: Request, config: ServeConfig) -> tuple[list, dict]:
-    """The decoded image of a multipart upload (field `image`) and the options (field `top_k`)."""
+    """The decoded image of a multipart upload (field `image`) and the options (the form's other fields)."""
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
         raise _error(415, f"upload the image as multipart/form-data in a field named 'image' (got "
                           f"{kind or 'no content type'})")
-    form = await request.form(max_files=1, max_fields=4, max_part_size=config.max_body_bytes)
+    form = await request.form(max_files=1, max_fields=8, max_part_size=config.max_body_bytes)
     upload = form.get("image")
     if not isinstance(upload, UploadFile):
         raise _error(422, "no file in the form field 'image'")
     data = await upload.read()
     if not data:
         raise _error(422, "the uploaded image is empty")
-    top_k = form.get("top_k", "1")
-    if not isinstance(top_k, str) or not top_k.strip().lstrip("-").isdigit():
-        raise _error(422, f"top_k must be an integer, got {top_k!r}")
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    options = m.endpoint.options(fields, config)
     try:
-        image = await m.in_worker(m.predictor.as_array, data)
+        picture = await m.in_worker(m.endpoint.decode, m.predictor, data)
     except SeqlabError as e:  # Pillow names the bytes it was given as an object: leave that out
         raise _error(415, "not an image this model can read: " + re.sub(r" <[^>]*>", "", e.message)) from None
-    return m.endpoint.items([image], config), m.endpoint.options(int(top_k), config)
+    return m.endpoint.items([picture], config), options
 
 
 async def _stream(m: Served, prompt: str, options: dict) -> StreamingResponse:
@@ -432,8 +449,11 @@ def _openapi_bodies() -> dict:
                              "value": b.model_config["json_schema_extra"]["examples"][0]}
                 for b in json_bodies}
     upload = {"type": "object", "required": ["image"],
-              "properties": {"image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer"}}}
-    upload_example = {"summary": "image: an uploaded picture", "value": {"image": "(binary)", "top_k": 3}}
+              "properties": {"image": {"type": "string", "format": "binary"},
+                             "top_k": {"type": "integer", "description": "image: labels to return"},
+                             "beam": {"type": "integer", "description": "caption: beam size"}}}
+    upload_example = {"summary": "image, caption: an uploaded picture",
+                      "value": {"image": "(binary)", "top_k": 3}}
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [b.model_json_schema() for b in json_bodies]},
                              "examples": examples},

@@ -135,7 +135,7 @@ EXPORTS: dict[str, TaskIO] = {
 
 
 # ---------------------------------------------------------------------------------------------- export
-def _session(path: str | os.PathLike, threads: int | None = None):
+def ort_session(path: str | os.PathLike, threads: int | None = None):
     ort = _onnxruntime()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: no optimiser chatter on stderr
@@ -262,7 +262,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: st
         for name in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
             try:
                 _export(model, cases[0][1], tmp, names, axes, name)
-                diff = _verify(model, _session(tmp), names, cases, tolerance)
+                diff = _verify(model, ort_session(tmp), names, cases, tolerance)
             except Exception as e:  # an exporter's failure is reported, then the next one is tried
                 failures.append(f"{name}: {_reason(e)}")
                 continue
@@ -299,7 +299,7 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | os.PathLike, input_names: list[str], threads: int | None = None):
         super().__init__()
-        self.session = _session(path, threads)
+        self.session = ort_session(path, threads)
         self.input_names = list(input_names)
 
     def forward(self, *inputs: Tensor) -> Tensor:
