@@ -10,7 +10,7 @@ import pytest
 
 from seqlab.cli import main
 from seqlab.report.runs import read_metrics, write_report
-from tests.test_serve_runs import train_classify, train_tag, train_translate
+from tests.test_serve_runs import train_caption, train_classify, train_tag, train_translate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -62,6 +62,14 @@ def test_translate_runs_show_decoded_examples_with_attention(tmp_path):
     assert text.count("   - reference: ") == 2 and "![attention 1](translate/attention-1.png)" in text
     assert is_png(tmp_path / "out" / "translate" / "attention-2.png")
     assert not (tmp_path / "out" / "translate" / "confusion.png").exists()
+
+
+def test_caption_runs_show_captioned_pictures_with_attention(tmp_path):
+    run = train_caption(tmp_path)
+    write_report([run], tmp_path / "out", examples=2)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "1. red.png: " in text and "   - references: a red square on grey ." in text
+    assert is_png(tmp_path / "out" / "caption" / "attention-2.png")
 
 
 def test_without_evaluation_or_metrics_the_report_says_what_is_missing(runs, tmp_path):

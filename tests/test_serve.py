@@ -164,6 +164,8 @@ def test_every_bad_input_gets_its_4xx_with_one_message_and_the_server_serves_on(
         assert r.status_code == status, (path, options, r.status_code, r.text)
         message = r.json()["error"]
         assert words in message and "\n" not in message, (path, options, message)
+    chunked = client.post(CLS, content=iter([b'{"texts": ["' + b"a" * 9_000] * 3))  # no Content-Length
+    assert chunked.status_code == 413 and "over the limit" in chunked.json()["error"]
     bad_top_k = client.post("/v1/models/image/predict", files={"image": ("d.png", png(x[0, 0]), "image/png")},
                             data={"top_k": "two"})
     assert bad_top_k.status_code == 422 and "top_k must be an integer" in bad_top_k.json()["error"]

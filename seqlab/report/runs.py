@@ -2,9 +2,9 @@
 
 For each run, in `OUT/<run name>/`: `curves.png` (train vs valid loss and the run's metric per epoch, from
 metrics.jsonl), for classify/tag/image `confusion.png` and a per-class table (the kept model evaluated on
-the test split, else valid), for translate a few decoded test sentences with their attention heatmaps
-(`attention-1.png`...), and `MODEL_CARD.md`. With several runs, `OUT/compare.png` overlays their valid
-curves and the page opens with one comparison table. The page is `OUT/report.md`. matplotlib draws on
+the test split, else valid), for translate and caption a few decoded test examples with their attention
+heatmaps (`attention-1.png`...), and `MODEL_CARD.md`. With several runs, `OUT/compare.png` overlays their
+valid curves and the page opens with one comparison table. The page is `OUT/report.md`. matplotlib draws on
 Agg canvases (no display, no global backend switched).
 """
 
@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from seqlab import api
 from seqlab.errors import SeqlabError
-from seqlab.report.attention import plot_attention
+from seqlab.report.attention import plot_attention, plot_image_attention
 from seqlab.report.card import RunFacts, model_card
 from seqlab.tasks import TASKS
 
@@ -210,6 +210,37 @@ def _translations(facts: RunFacts, folder: Path, n: int) -> list[str]:
     return lines
 
 
+def _captions(facts: RunFacts, folder: Path, n: int) -> list[str]:
+    """A few captioned test (else valid) pictures with their references and each word's attention over
+    the picture."""
+    predictor = api.load(facts.run_dir)
+    try:
+        predictor.task.prepare(artifacts=facts.run_dir)
+    except SeqlabError as e:
+        return [f"No examples: the run's data cannot be read here ({e})."]
+    split = next((s for s in ("test", "valid") if predictor.task.has_split(s)), None)
+    if split is None:
+        return ["No examples: the run has no test or valid split."]
+    sp = predictor.task.splits[split]
+    pictures = [np.asarray(im).transpose(1, 2, 0) for im in sp.images[:n]]  # (3, S, S) -> (S, S, 3)
+    try:
+        results = predictor.caption(pictures, attention=True)
+    except SeqlabError:  # a model without attention over the image
+        results = predictor.caption(pictures)
+    lines = [f"Captioned {split} pictures (beam {predictor.task.opt.beam}):", ""]
+    for i, (name, references, r) in enumerate(zip(sp.names, sp.references, results, strict=False), 1):
+        lines += [f"{i}. {name}: {r['caption']}", f"   - references: {' / '.join(references)}"]
+        if "attention" in r:
+            picture = plot_image_attention(pictures[i - 1], r["words"], r["attention"], tuple(r["grid"]),
+                                           folder / f"attention-{i}.png", title=r["caption"])
+            lines.append(f"   - ![attention {i}]({facts.name}/{picture.name})")
+        lines.append("")
+    return lines
+
+
+EXAMPLES = {"translate": _translations, "caption": _captions}  # task -> its decoded examples
+
+
 def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> list[str]:
     folder = out / facts.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,8 +271,8 @@ def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> l
             lines += [f"Confusion matrix and per-class scores on the {split} split:", "",
                       f"![confusion matrix]({facts.name}/confusion.png)", "",
                       *_per_class_table(rep["per_class"]), ""]
-    if evaluate and facts.task == "translate" and examples:
-        lines += _translations(facts, folder, examples)
+    if evaluate and facts.task in EXAMPLES and examples:
+        lines += EXAMPLES[facts.task](facts, folder, examples)
     return lines
 
 
