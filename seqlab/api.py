@@ -24,6 +24,7 @@ from seqlab.config import Config, load_yaml, make_config, resolve
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.tasks import TASKS
+from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
 from seqlab.train.trainer import Trainer
@@ -96,8 +97,30 @@ def train(
 ) -> Path:
     """Train a model and return its run directory. `resume=RUN_DIR` continues an interrupted run
     exactly where its last checkpoint left it (only the keys in RESUMABLE_KEYS may change); a run
-    stopped before its first checkpoint starts over, which gives the same result."""
+    stopped before its first checkpoint starts over, which gives the same result.
+
+    Under `torchrun --nproc_per_node N` every process calls this: they join one process group, train
+    data-parallel, and only rank 0 creates and writes the run directory (the others use its path)."""
     log = None if quiet else log
+    owns_group = D.setup(_peek_device(preset, overrides, resume))
+    try:
+        return _train(preset, overrides, out, resume, quiet, log if D.is_main() else None)
+    finally:
+        if owns_group:
+            D.teardown()
+
+
+def _peek_device(preset, overrides, resume) -> str:
+    """The `device` a run will use, read before the process group exists (it picks gloo or NCCL)."""
+    try:
+        cfg = read_run_config(resume) if resume is not None else make_config(preset, overrides)
+    except (ConfigError, CheckpointError):
+        return "cpu"  # the run itself reports the error
+    return cfg.device
+
+
+def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
+    main = D.is_main()
     say = log or (lambda _m: None)
     changed: list[str] = []  # the keys a resumed run changes
     start_over = False
@@ -127,7 +150,7 @@ def train(
     model = task.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {cfg.model} ({n_params:,} parameters) on {device}, precision {cfg.precision}")
-    if resume is None:
+    if resume is None and main:
         run_dir = Path(out) if out is not None else _default_out(cfg)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"{run_dir} exists and is not empty: choose another --out or --resume it")
@@ -140,15 +163,18 @@ def train(
         if run_dir.exists():
             run_dir.rmdir()
         os.replace(tmp, run_dir)
-    else:
+    elif main:
         if changed:
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         if start_over:
             say("no checkpoint yet: the run starts over from step 0")
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    run_dir = Path(D.broadcast_object(str(run_dir) if main else None))  # the others wait for rank 0's path
     trainer = Trainer(task, model, cfg.train, run_dir, device, cfg.precision, log=log, progress=not quiet)
     results = trainer.fit(resume=resume is not None and not start_over)
     wall = time.perf_counter() - t0
+    if not main:
+        return run_dir
     _write_summary(run_dir, results, wall, n_params, task, trainer.skipped_steps)
     test = results.get("test")
     if test:

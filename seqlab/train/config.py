@@ -37,6 +37,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # stop|skip: a NaN/inf loss or gradient
     log_every: int = 50  # steps between train lines in metrics.jsonl
     bucket: bool = True  # padded models: batches of similar length (less padding)
+    compile: bool = False  # torch.compile the model for training steps (needs a C compiler on the CPU)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -6,6 +6,10 @@ order), builds them, computes the loss and evaluates. The trainer owns the rest:
 schedules, mixed precision, gradient clipping, the NaN/inf guard, validation and the best epoch,
 early stopping, checkpoints (every N steps and at epoch ends, atomic, exact resume mid-epoch),
 SIGTERM/SIGINT, progress bars and `metrics.jsonl`.
+
+Under torchrun (see `seqlab.train.distributed`) each rank takes its share of every epoch's plan, the model
+is wrapped in DistributedDataParallel, metric sums are reduced over the ranks, validation runs on rank 0
+and is broadcast, and only rank 0 writes checkpoints, weights and metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from seqlab.errors import CheckpointError, Interrupted, TrainingError
+from seqlab.train import distributed as D
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
 from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
@@ -62,13 +67,13 @@ class TrainTask(Protocol):
 class MetricsLog:
     """`metrics.jsonl`: one JSON object per log step or evaluation, appended and flushed."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
         self.lines = sum(1 for _ in open(path, encoding="utf-8")) if path.exists() else 0
 
     def truncate(self, lines: int) -> None:
         """Drop lines written after the checkpoint a run resumes from."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as f:
             kept = [line for _, line in zip(range(lines), f, strict=False)]
@@ -77,6 +82,8 @@ class MetricsLog:
         self.lines = len(kept)
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.lines += 1
@@ -132,14 +139,17 @@ class Trainer:
         progress: bool = True,
     ):
         self.task, self.model, self.cfg = task, model, cfg
+        self.rank, self.world = D.rank(), D.world_size()
+        self.main = self.rank == 0
+        self.train_model = D.wrap(torch.compile(model) if cfg.compile else model, device)  # what steps run
         self.run_dir = Path(run_dir)
         self.device, self.precision = device, precision
-        self.log = log or (lambda _msg: None)
-        self.progress = progress
+        self.log = (log if self.main else None) or (lambda _msg: None)
+        self.progress = progress and self.main
         self.metric = cfg.metric or task.default_metric
         self.optimizer = build_optimizer(model, cfg)
         self.scaler = grad_scaler(device, precision)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.stop_signal: int | None = None
         # position and history (all of it goes into train_state.pt)
         self.epoch = 0
@@ -173,13 +183,17 @@ class Trainer:
             "rng": rng_state(),
             "task": self.task.state_dict(),
             "metrics_lines": self.metrics.lines,
+            "world_size": self.world,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("world_size", 1) != self.world:
+            raise CheckpointError(f"the run was checkpointed with {state.get('world_size', 1)} processes; resume "
+                                  f"it with as many (this is {self.world})", path=self.run_dir / "checkpoints")
         for k in ("epoch", "step_in_epoch", "global_step", "best", "best_epoch", "bad_epochs", "epoch_time",
                   "skipped_steps", "finished"):
             setattr(self, k, state[k])
-        self.epoch_sums = dict(state["epoch_sums"])
+        self.epoch_sums = dict(state["epoch_sums"]) if self.main else {}  # rank 0 saved the sums of all ranks
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -199,11 +213,16 @@ class Trainer:
 
     def _save_weights(self) -> None:
         self._check_weights()
-        save_weights(self.model, self.run_dir / "model.safetensors")
+        if self.main:
+            save_weights(self.model, self.run_dir / "model.safetensors")
 
     def checkpoint(self) -> None:
+        """Every rank calls it at the same step; rank 0 writes, holding the epoch's sums of all ranks."""
         self._check_weights()
-        save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(), self.cfg.keep_checkpoints)
+        total = D.all_reduce_sums(self.epoch_sums)
+        self.epoch_sums = total if self.main else {}
+        if self.main:
+            save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(), self.cfg.keep_checkpoints)
 
     # ----------------------------------------------------------------- signals
     def _install_signals(self) -> dict:
@@ -218,14 +237,16 @@ class Trainer:
         return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
     # ----------------------------------------------------------------- one step
-    def _train_step(self, batch: Any) -> dict[str, float] | None:
+    def _train_step(self, batch: Any, weight: float = 1.0) -> dict[str, float] | None:
+        """One optimiser step. `weight` scales the loss of this rank's share of a distributed step."""
         self.model.train()
         self.optimizer.zero_grad()
         with autocast(self.device, self.precision):
-            loss, sums = self.task.training_loss(self.model, batch)
-        bad = None if torch.isfinite(loss.detach()).item() else "the loss"
+            loss, sums = self.task.training_loss(self.train_model, batch)
+        (loss_bad,) = D.any_rank(not torch.isfinite(loss.detach()).item())  # every rank skips, or none
+        bad = "the loss" if loss_bad else None
         if bad is None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
             if self.scaler.is_enabled():
                 for o in self.optimizer.optimizers:
                     self.scaler.unscale_(o)
@@ -262,9 +283,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, split: str) -> dict[str, float]:
-        self.model.eval()
-        with torch.no_grad(), autocast(self.device, self.precision):
-            return self.task.evaluate(self.model, split)
+        """Rank 0 evaluates the whole split (the weights are the same on every rank) and tells the others."""
+        metrics = None
+        if self.main:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.precision):
+                metrics = self.task.evaluate(self.model, split)
+        return D.broadcast_object(metrics)
 
     def _after_valid(self, valid: dict[str, float]) -> None:
         value = valid[self.metric]
@@ -277,7 +302,7 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
         """Train (or resume) to the end; return {"valid": best valid metrics, "test": test metrics}."""
-        plan0 = self.task.epoch_plan(0)
+        plan0 = D.shard_plan(self.task.epoch_plan(0), self.rank, self.world)
         steps_per_epoch = max(1, len(plan0))
         total = steps_per_epoch * self.cfg.epochs
         if self.cfg.max_steps:
@@ -300,7 +325,8 @@ class Trainer:
         old_handlers = self._install_signals()
         try:
             while not self.finished:
-                plan = plan0 if self.epoch == 0 else self.task.epoch_plan(self.epoch)
+                plan = plan0 if self.epoch == 0 else D.shard_plan(self.task.epoch_plan(self.epoch), self.rank,
+                                                                  self.world)
                 self._run_epoch(plan, has_valid)
         finally:
             for s, h in old_handlers.items():
@@ -316,18 +342,21 @@ class Trainer:
                    disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
         t0, seen = time.perf_counter(), 0.0
         while self.step_in_epoch < len(plan):
-            sums = self._train_step(self.task.make_batch(plan[self.step_in_epoch]))
+            item, weight = plan[self.step_in_epoch]
+            sums = self._train_step(self.task.make_batch(item), weight)
             self.step_in_epoch += 1
             self.global_step += 1
-            if sums is not None:
+            if sums is not None and weight > 0:  # weight 0: a filler batch of a rank whose share ran out
                 for k, v in sums.items():
                     self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
                 seen += sums.get("examples", sums.get("n", 0.0))
             elapsed = time.perf_counter() - t0
             bar.update(1)
             if self.global_step % cfg.log_every == 0:
-                running = self.task.summarize(self.epoch_sums) if self.epoch_sums else {}
-                rate = seen / max(elapsed, 1e-9)
+                total = D.all_reduce_sums({**self.epoch_sums, "_seen": seen})
+                seen_all = total.pop("_seen")
+                running = self.task.summarize(total) if total else {}
+                rate = seen_all / max(elapsed, 1e-9)
                 bar.set_postfix(loss=f"{running.get('loss', float('nan')):.4f}", ex_s=f"{rate:.0f}")
                 self.metrics.write({"split": "train", "epoch": self.epoch + 1, "step": self.global_step,
                                     "lr": self.schedule.get_lr(), "examples_per_s": rate, **running})
@@ -337,14 +366,14 @@ class Trainer:
                 self._after_valid(valid)
             if cfg.max_steps and self.global_step >= cfg.max_steps:
                 break
-            stop_now = self.stop_signal is not None
+            (stop_now,) = D.any_rank(self.stop_signal is not None)  # a signal to one rank stops them all
             if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0) or stop_now:
                 self.epoch_time += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.checkpoint()
             if stop_now:
                 bar.close()
-                name = signal.Signals(self.stop_signal).name
+                name = signal.Signals(self.stop_signal or signal.SIGTERM).name
                 raise Interrupted(
                     f"stopped by {name} at step {self.global_step}; checkpoint written, continue with "
                     f"`seqlab train --resume {self.run_dir}`"
@@ -360,8 +389,9 @@ class Trainer:
                 or bool(c.early_stopping and self.bad_epochs >= c.early_stopping))
 
     def _end_epoch(self, has_valid: bool) -> None:
-        train = self.task.summarize(self.epoch_sums) if self.epoch_sums else {"loss": math.nan}
-        train_rate = self.epoch_sums.get("examples", self.epoch_sums.get("n", 0.0)) / max(self.epoch_time, 1e-9)
+        sums = D.all_reduce_sums(self.epoch_sums)
+        train = self.task.summarize(sums) if sums else {"loss": math.nan}
+        train_rate = sums.get("examples", sums.get("n", 0.0)) / max(self.epoch_time, 1e-9)
         self.metrics.write({"split": "train_epoch", "epoch": self.epoch + 1, "step": self.global_step,
                             "seconds": self.epoch_time, "examples_per_s": train_rate, **train})
         valid = None
@@ -382,6 +412,7 @@ class Trainer:
         self.checkpoint()
 
     def _final(self, has_valid: bool) -> dict[str, dict[str, float]]:
+        D.barrier()  # rank 0 has written the best weights
         load_weights(self.model, self.run_dir / "model.safetensors")
         result: dict[str, dict[str, float]] = {}
         if has_valid and self.best is not None:

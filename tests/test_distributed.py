@@ -1,0 +1,110 @@
+"""Data-parallel training: plan sharding, and 2 gloo ranks in spawned processes == 1 process with twice the batch;
+resume under DDP."""
+
+import json
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+import seqlab
+from seqlab.errors import CheckpointError
+from seqlab.train.checkpoint import checkpoint_dirs
+from seqlab.train.distributed import all_reduce_sums, any_rank, broadcast_object, is_main, shard_plan, world_size
+from tests.helpers import tiny_classification
+
+# a dense model (DDP averages dense gradients), no dropout, plain SGD, batches cut from one permutation
+DENSE = {"model": "cnn", "model.embed_dim": 8, "model.filters": 4, "model.widths": [2, 3], "model.dropout": 0.0,
+         "train.bucket": False, "train.optimizer": "sgd", "train.lr": 0.5, "train.epochs": 2, "threads": 1,
+         "train.log_every": 4, "train.keep_checkpoints": 100}
+
+
+def test_shard_plan_covers_every_batch_once_with_weights_that_make_the_global_mean():
+    plan = [np.arange(i * 4, min(i * 4 + 4, 18)) for i in range(5)]  # 18 examples, batch 4: 4 4 4 4 2
+    shards = [shard_plan(plan, r, 2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 3  # every rank runs the same number of steps
+    real = [item for s in shards for item, w in s if w > 0]
+    assert sorted(np.concatenate(real).tolist()) == list(range(18))
+    assert [w for _, w in shards[0]] == [1.0, 1.0, 2.0]  # the last step: 2 examples on rank 0 ...
+    assert [w for _, w in shards[1]] == [1.0, 1.0, 0.0]  # ... and a filler of weight 0 on rank 1
+    # equal batches of unequal size: the weights make sum_r w_r * mean_r / W the mean over the step
+    uneven = shard_plan([np.arange(4), np.arange(2)], 0, 2)[0][1], shard_plan([np.arange(4), np.arange(2)], 1, 2)[0][1]
+    assert uneven == (2 * 4 / 6, 2 * 2 / 6)
+    assert [w for _, w in shard_plan(plan, 0, 1)] == [1.0] * 5  # one process: the plan itself
+
+
+def test_helpers_are_the_identity_without_a_process_group():
+    assert world_size() == 1 and is_main()
+    assert all_reduce_sums({"n": 3.0}) == {"n": 3.0}
+    assert any_rank(True, False) == [True, False]
+    assert broadcast_object({"a": 1}) == {"a": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, overrides: dict, out: str | None, resume: str | None) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    if resume is not None:
+        seqlab.train(resume=resume, quiet=True)
+    else:
+        seqlab.train(None, overrides, out=out, quiet=True)
+
+
+def _spawn(world: int, overrides: dict | None = None, out=None, resume=None) -> None:
+    mp.spawn(_worker, args=(world, _free_port(), overrides, str(out) if out else None,
+                            str(resume) if resume else None), nprocs=world, join=True)
+
+
+def _last_weights(run):
+    return load_file(str(checkpoint_dirs(run)[-1] / "model.safetensors"))
+
+
+def _records(run, split):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+def test_two_ranks_equal_one_process_with_twice_the_batch_and_resume_under_ddp(tmp_path):
+    files = tiny_classification(tmp_path, n_train=60, n_test=20)  # 57 train after the 5% hold-out: uneven tail
+    ddp = tmp_path / "ddp"
+    _spawn(2, {**files, **DENSE, "train.batch_size": 4, "train.checkpoint_every": 12}, out=ddp)
+    one = seqlab.train(None, {**files, **DENSE, "train.batch_size": 8}, out=tmp_path / "one", quiet=True)
+
+    # same weights after the same steps (8 per epoch: 15 batches of 4 on 2 ranks, 8 batches of 8 on one)
+    w2, w1 = _last_weights(ddp), _last_weights(one)
+    assert checkpoint_dirs(ddp)[-1].name == checkpoint_dirs(one)[-1].name == "step-000000016"
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6)
+    # metric sums reduced over the ranks: the epoch's train loss and accuracy are those of one process
+    for a, b in zip(_records(ddp, "train_epoch"), _records(one, "train_epoch"), strict=True):
+        assert a["accuracy"] == pytest.approx(b["accuracy"]) and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert [r["step"] for r in _records(ddp, "train")] == [4, 8, 12, 16]  # rank 0 alone writes, once per step
+    assert _records(ddp, "test")[0]["accuracy"] == pytest.approx(_records(one, "test")[0]["accuracy"])
+
+    # resume mid-epoch 2 (step 12) under DDP: the same weights and epoch metrics as the uninterrupted run
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in ("config.yaml", "vocab.json", "model.safetensors"):
+        shutil.copy(ddp / f, part / f)
+    mid = next(c for c in checkpoint_dirs(ddp) if c.name == "step-000000012")
+    shutil.copytree(mid, part / "checkpoints" / mid.name)
+    lines = int(torch.load(mid / "train_state.pt", weights_only=True)["metrics_lines"])
+    (part / "metrics.jsonl").write_text("".join((ddp / "metrics.jsonl").read_text().splitlines(True)[:lines]))
+    _spawn(2, resume=part)
+    wr = _last_weights(part)
+    assert all(torch.equal(wr[k], v) for k, v in w2.items())
+    assert _records(part, "train_epoch")[-1]["loss"] == pytest.approx(_records(ddp, "train_epoch")[-1]["loss"])
+
+    # a run checkpointed by 2 processes is not resumed by 1 (its steps are a different share of the data)
+    with pytest.raises(CheckpointError, match="2 processes"):
+        seqlab.train(resume=part, overrides={"train.epochs": 3}, quiet=True)
