@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.data import get_dataset
+from seqlab.data.cache import cached_token_ids
 from seqlab.data.lm import (
     batchify,
     bptt_windows,
@@ -61,6 +63,7 @@ class LMConfig:
     lowercase: bool = False
     bptt: int = 64  # window length T: truncated-BPTT length, and the Transformer's context
     steps_per_epoch: int = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
+    token_cache: str | None = None  # directory of tokenised corpora reused across runs (None: tokenise each run)
 
     def validate(self) -> None:
         if self.tokenizer not in KINDS:
@@ -140,7 +143,11 @@ class LMTask:
         return {"train": spec.train, "valid": spec.valid, "test": spec.test}
 
     def encode_file(self, path: str | Path) -> Tensor:
-        """A text file as one stream of token ids, (L,) int64."""
+        """A text file as one stream of token ids, (L,) int64 (from `task.token_cache` when set)."""
+        if self.opt.token_cache:
+            cached = cached_token_ids(path, self.tokenizer, self.opt.token_cache,
+                                      add_eos_per_line=self.word_level, encoding=self.cfg.data.encoding)
+            return torch.from_numpy(cached.astype(np.int64))
         ids = encode_corpus(path, self.tokenizer, add_eos_per_line=self.word_level,
                             encoding=self.cfg.data.encoding)
         return torch.from_numpy(ids)

@@ -1,0 +1,97 @@
+"""Tokenised corpora cached on disk as memory-mapped numpy arrays, reused across runs.
+
+A corpus is tokenised once, streaming: lines are read lazily, encoded `lines_per_batch` at a time, and each
+batch's ids are appended to a raw binary file (uint16 when the vocabulary fits, else uint32), so memory stays
+bounded by one batch of lines (their encodings are the bulk of it) however large the file is. The file is
+then opened as a read-only `np.memmap` (nanoGPT's train.bin), which costs no memory until pages are touched.
+A later run with the same file contents and the same tokenizer finds the cache by its key and skips
+tokenisation:
+
+    cache_dir/<key>.bin    the token ids, native byte order
+    cache_dir/<key>.json   {"tokens": N, "dtype": "uint16", "source": path, "tokenizer": kind}
+
+key = sha256(file bytes, tokenizer definition, framing options). Both files are written under temporary names
+and renamed into place (the .json last), so a crash never leaves a cache that looks complete. Tokenizer
+training (`TextTokenizer.train`) already consumes the same lazy line iterator in one pass."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from seqlab.data.io import DEFAULT_MAX_LINE_CHARS, atomic_write_text, sha256_file
+from seqlab.data.lm import read_corpus_lines
+from seqlab.data.subword import TextTokenizer
+from seqlab.errors import DataError
+
+
+def cache_key(path: str | os.PathLike, tokenizer: TextTokenizer, add_eos_per_line: bool, encoding: str) -> str:
+    """The name of a corpus's cache: a hash of the file's bytes, the tokenizer and how lines are framed."""
+    h = hashlib.sha256()
+    h.update(sha256_file(path).encode())
+    h.update(json.dumps(tokenizer._to_dict(), sort_keys=True).encode())
+    h.update(f"eos={add_eos_per_line};encoding={encoding}".encode())
+    return h.hexdigest()[:32]
+
+
+def _dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def _open(bin_path: Path, meta_path: Path) -> np.memmap | None:
+    """The cached ids, or None when the cache is missing or does not match its metadata."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dtype, n = np.dtype(meta["dtype"]), int(meta["tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not bin_path.is_file() or bin_path.stat().st_size != n * dtype.itemsize or n == 0:
+        return None
+    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+
+
+def cached_token_ids(
+    path: str | os.PathLike,
+    tokenizer: TextTokenizer,
+    cache_dir: str | os.PathLike,
+    add_eos_per_line: bool = True,
+    encoding: str = "utf-8",
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    lines_per_batch: int = 2_000,
+) -> np.memmap:
+    """The token ids of the text file `path` as a read-only memmap ids: (N,) uint16/uint32, the same ids as
+    `seqlab.data.lm.encode_corpus` (same framing). Built by streaming on a miss, read from disk on a hit."""
+    cache = Path(cache_dir)
+    key = cache_key(path, tokenizer, add_eos_per_line, encoding)
+    bin_path, meta_path = cache / f"{key}.bin", cache / f"{key}.json"
+    hit = _open(bin_path, meta_path)
+    if hit is not None:
+        return hit
+    cache.mkdir(parents=True, exist_ok=True)
+    dtype = _dtype(tokenizer.vocab_size)
+    lines = read_corpus_lines(path, keep_newlines=not add_eos_per_line, encoding=encoding,
+                              max_line_chars=max_line_chars)
+    tmp = cache / f".{key}.bin.tmp-{os.getpid()}"
+    n = 0
+    try:
+        with open(tmp, "wb") as f:
+            while batch := list(islice(lines, lines_per_batch)):
+                encoded = tokenizer.encode_batch(batch, add_eos=add_eos_per_line)
+                ids = np.fromiter((i for row in encoded for i in row), dtype=dtype)
+                f.write(ids.tobytes())
+                n += len(ids)
+            f.flush()
+            os.fsync(f.fileno())
+        if n == 0:
+            raise DataError("no tokens in the corpus (empty file?)", path)
+        os.replace(tmp, bin_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic_write_text(meta_path, json.dumps({"tokens": n, "dtype": dtype.name, "source": str(path),
+                                             "tokenizer": tokenizer.kind}))
+    return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
