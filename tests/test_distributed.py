@@ -108,3 +108,46 @@ def test_two_ranks_equal_one_process_with_twice_the_batch_and_resume_under_ddp(t
     # a run checkpointed by 2 processes is not resumed by 1 (its steps are a different share of the data)
     with pytest.raises(CheckpointError, match="2 processes"):
         seqlab.train(resume=part, overrides={"train.epochs": 3}, quiet=True)
+
+
+# ---------------------------------------------------------------- device and speed options
+
+
+def test_train_compile_runs_the_steps_through_torch_compile(tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(model):  # inductor needs minutes and a C compiler here: record the call, keep eager
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    files = tiny_classification(tmp_path, n_train=40, n_test=10)
+    seqlab.train(None, {**files, **DENSE, "train.epochs": 1, "train.compile": True}, out=tmp_path / "c", quiet=True)
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)
+    seqlab.train(None, {**files, **DENSE, "train.epochs": 1}, out=tmp_path / "e", quiet=True)
+    assert len(compiled) == 1  # off by default
+
+
+def test_device_choices_on_a_cpu_machine():
+    from seqlab.errors import ConfigError
+    from seqlab.train.device import autocast, grad_scaler, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
+    cpu = torch.device("cpu")
+    assert not grad_scaler(cpu, "fp16").is_enabled()  # the loss scaler is for fp16 on CUDA only
+    with autocast(cpu, "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp16_uses_the_grad_scaler(tmp_path):
+    from seqlab.train.device import grad_scaler
+
+    assert grad_scaler(torch.device("cuda"), "fp16").is_enabled()
+    files = tiny_classification(tmp_path, n_train=40, n_test=10)
+    seqlab.train(None, {**files, **DENSE, "train.epochs": 1, "device": "cuda", "precision": "fp16"},
+                 out=tmp_path / "gpu", quiet=True)
