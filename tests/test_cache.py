@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import seqlab
-from seqlab.data.cache import cache_key, cached_token_ids
+from seqlab.data.cache import cache_key, cached_token_ids, cached_tokenizer
 from seqlab.data.lm import encode_corpus, read_corpus_lines
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import DataError
@@ -103,7 +103,7 @@ def test_peak_memory_of_tokenising_a_big_file_is_bounded(tmp_path):
     assert grown < 30e6, f"peak memory grew by {grown / 1e6:.0f} MB"
 
 
-def test_lm_runs_share_the_cache_and_train_as_without_it(tmp_path):
+def test_lm_runs_share_the_cache_and_train_as_without_it(tmp_path, monkeypatch):
     path = corpus(tmp_path, lines=60)
     base = {"task": "lm", "model": "rnn", "data.train": str(path), "data.valid_fraction": 0.1,
             "model.hidden_dim": 16, "model.layers": 1, "task.bptt": 16, "train.batch_size": 4,
@@ -111,10 +111,33 @@ def test_lm_runs_share_the_cache_and_train_as_without_it(tmp_path):
     plain = seqlab.train(base, out=tmp_path / "plain", quiet=True)
     cache = tmp_path / "tokens"
     a = seqlab.train({**base, "task.token_cache": str(cache)}, out=tmp_path / "a", quiet=True)
-    (meta,) = cache.glob("*.json")
+    (meta,) = cache.glob("*[0-9a-f].json")
     stamp = (cache / f"{meta.stem}.bin").stat().st_mtime_ns
+    monkeypatch.setattr(TextTokenizer, "train", lambda *a, **k: pytest.fail("tokenizer learned again"))
     b = seqlab.train({**base, "task.token_cache": str(cache)}, out=tmp_path / "b", quiet=True)
     assert (cache / f"{meta.stem}.bin").stat().st_mtime_ns == stamp  # reused, not rewritten
     assert json.loads(meta.read_text())["tokens"] == 60 * (6 + 1)  # six words and <eos> per line
     w = [load_file(str(r / "model.safetensors")) for r in (plain, a, b)]
     assert all(torch.equal(w[0][k], w[i][k]) for i in (1, 2) for k in w[0])
+    texts = [(r / "tokenizer.json").read_text() for r in (plain, a, b)]
+    assert texts[0] == texts[1] == texts[2]
+
+
+def test_cached_tokenizer_is_learned_once_per_file_and_options(tmp_path, monkeypatch):
+    path = corpus(tmp_path)
+    first = cached_tokenizer(path, "bpe", tmp_path / "c", vocab_size=300)
+    assert first == TextTokenizer.train("bpe", read_corpus_lines(path, keep_newlines=True), 300)
+    assert cached_tokenizer(path, "word", tmp_path / "c") == tokenizer(path, "word")  # other options: learned
+    learned, train = [], TextTokenizer.train
+
+    def counting_train(*a, **k):
+        learned.append(a[0])
+        return train(*a, **k)
+
+    monkeypatch.setattr(TextTokenizer, "train", counting_train)
+    assert cached_tokenizer(path, "bpe", tmp_path / "c", vocab_size=300) == first
+    assert not learned
+    next((tmp_path / "c").glob("*.tokenizer.json")).write_text("{not json")  # damaged: learned again
+    cached_tokenizer(path, "bpe", tmp_path / "c", vocab_size=300)
+    cached_tokenizer(path, "word", tmp_path / "c")
+    assert len(learned) == 1

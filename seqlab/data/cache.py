@@ -11,8 +11,11 @@ tokenisation:
     cache_dir/<key>.json   {"tokens": N, "dtype": "uint16", "source": path, "tokenizer": kind}
 
 key = sha256(file bytes, tokenizer definition, framing options). Both files are written under temporary names
-and renamed into place (the .json last), so a crash never leaves a cache that looks complete. Tokenizer
-training (`TextTokenizer.train`) already consumes the same lazy line iterator in one pass."""
+and renamed into place (the .json last), so a crash never leaves a cache that looks complete.
+
+The tokenizer is learned in one streaming pass over the same lazy lines (`TextTokenizer.train` consumes an
+iterator) and cached too (`cached_tokenizer`: cache_dir/<key>.tokenizer.json, keyed by the file and the
+tokenizer's options), so a second run over a big corpus reads both from disk."""
 
 from __future__ import annotations
 
@@ -27,13 +30,24 @@ import numpy as np
 from seqlab.data.io import DEFAULT_MAX_LINE_CHARS, atomic_write_text, sha256_file
 from seqlab.data.lm import read_corpus_lines
 from seqlab.data.subword import TextTokenizer
-from seqlab.errors import DataError
+from seqlab.errors import CheckpointError, DataError
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash a big file once
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, remembered for this process while its size and mtime stay the same."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def cache_key(path: str | os.PathLike, tokenizer: TextTokenizer, add_eos_per_line: bool, encoding: str) -> str:
     """The name of a corpus's cache: a hash of the file's bytes, the tokenizer and how lines are framed."""
     h = hashlib.sha256()
-    h.update(sha256_file(path).encode())
+    h.update(file_digest(path).encode())
     h.update(json.dumps(tokenizer._to_dict(), sort_keys=True).encode())
     h.update(f"eos={add_eos_per_line};encoding={encoding}".encode())
     return h.hexdigest()[:32]
@@ -95,3 +109,28 @@ def cached_token_ids(
     atomic_write_text(meta_path, json.dumps({"tokens": n, "dtype": dtype.name, "source": str(path),
                                              "tokenizer": tokenizer.kind}))
     return np.memmap(bin_path, dtype=dtype, mode="r", shape=(n,))
+
+
+def cached_tokenizer(
+    path: str | os.PathLike,
+    kind: str,
+    cache_dir: str | os.PathLike,
+    vocab_size: int | None = None,
+    min_freq: int = 1,
+    lowercase: bool = False,
+    encoding: str = "utf-8",
+) -> TextTokenizer:
+    """`TextTokenizer.train(kind, ...)` on the lines of `path` (newlines kept except at word level, as the lm
+    task does), learned once in one streaming pass and then read from cache_dir."""
+    options = json.dumps([file_digest(path), kind, vocab_size, min_freq, lowercase, encoding])
+    target = Path(cache_dir) / f"{hashlib.sha256(options.encode()).hexdigest()[:32]}.tokenizer.json"
+    if target.is_file():
+        try:
+            return TextTokenizer.load(target)
+        except CheckpointError:
+            pass  # unreadable: learn it again and overwrite
+    lines = read_corpus_lines(path, keep_newlines=kind != "word", encoding=encoding)
+    tokenizer = TextTokenizer.train(kind, lines, vocab_size, min_freq, lowercase=lowercase)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(target)
+    return tokenizer

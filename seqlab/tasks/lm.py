@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.data import get_dataset
-from seqlab.data.cache import cached_token_ids
+from seqlab.data.cache import cached_token_ids, cached_tokenizer
 from seqlab.data.lm import (
     batchify,
     bptt_windows,
@@ -158,7 +158,11 @@ class LMTask:
         sources = self._sources()
         if not sources["train"]:
             raise ConfigError("no training data: set data.train=PATH or dataset=NAME")
-        if artifacts is None:
+        if artifacts is None and self.opt.token_cache:
+            self.tokenizer = cached_tokenizer(sources["train"], self.opt.tokenizer, self.opt.token_cache,
+                                              self.opt.vocab_size, self.opt.min_freq, self.opt.lowercase,
+                                              self.cfg.data.encoding)
+        elif artifacts is None:
             lines = read_corpus_lines(sources["train"], keep_newlines=not self.word_level,
                                       encoding=self.cfg.data.encoding)
             self.tokenizer = TextTokenizer.train(self.opt.tokenizer, lines, self.opt.vocab_size,
