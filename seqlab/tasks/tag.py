@@ -6,12 +6,12 @@ syntactic words: a multiword token (`1-2 don't` over `do` + `n't`) contributes i
 surface form, so predictions align one-to-one with the words read.
 
 Inputs of every tagger (`MODELS["tag"]`): word ids (lowercased forms with `task.lowercase`), the
-characters of each word as written (truncated to `task.max_word_len`: its first and last characters),
-and the sentence lengths. Loss: cross-entropy per word. Metrics: token accuracy (named after the
-column: `upos_accuracy`, `xpos_accuracy`; `accuracy` for two-column files), `unseen_accuracy` on words
-whose form never occurs in the training data, macro-F1 over tags, and in `report` per-tag P/R/F1 and the
-confusion matrix. A gold tag never seen in training cannot be predicted: it counts as an error and gets
-its own row in the report.
+characters of each word as written between begin/end-of-word marks (a long word keeps its first and last
+`task.max_word_len / 2` characters), and the sentence lengths. Loss: cross-entropy per word. Metrics:
+token accuracy (named after the column: `upos_accuracy`, `xpos_accuracy`; `accuracy` for two-column
+files), `unseen_accuracy` on words whose form never occurs in the training data, macro-F1 over tags, and
+in `report` per-tag P/R/F1 and the confusion matrix. A gold tag never seen in training cannot be
+predicted: it counts as an error and gets its own row in the report.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from seqlab.tasks.common import hold_out
 ARTIFACT = "vocab.json"
 FORMATS = ("auto", "conllu", "tagged")
 IGNORE = -100  # target of padded positions (and of gold tags unknown to the model) in the loss
+CHAR_SPECIALS = ("<unk>", "<pad>", "<w>", "</w>")  # <w> and </w> mark where a word begins and ends
 
 
 @dataclass
@@ -64,7 +65,7 @@ class TagSplit:
 
     sentences: list[list[str]]
     words: Packed  # word ids, one sequence per sentence
-    chars: np.ndarray  # (n_tokens, max_word_len) char ids, padded
+    chars: np.ndarray  # (n_tokens, max_word_len + 2) char ids with the word marks, padded
     char_lengths: np.ndarray  # (n_tokens,)
     tags: np.ndarray  # (n_tokens,) gold tag ids; ids >= the model's tag count are tags unseen in training
     unseen: np.ndarray  # (n_tokens,) bool: the form never occurs in the training data
@@ -143,17 +144,19 @@ class TagTask:
         return form if len(form) <= n else form[: n // 2] + form[len(form) - (n - n // 2) :]
 
     def encode(self, sentences: list[list[str]]) -> tuple[Packed, np.ndarray, np.ndarray]:
-        """Word ids (one sequence per sentence), char ids (n_tokens, max_word_len) and char lengths."""
+        """Word ids (one sequence per sentence), char ids (n_tokens, max_word_len + 2) with the word marks,
+        and char lengths."""
         words = Packed.from_lists([self.words.encode(self.word_key(w) for w in s) for s in sentences])
         n_tokens = len(words.ids)
-        chars = np.full((n_tokens, self.opt.max_word_len), self.chars.pad_index, dtype=np.int64)
+        chars = np.full((n_tokens, self.opt.max_word_len + 2), self.chars.pad_index, dtype=np.int64)
+        bow, eow = self.chars.stoi["<w>"], self.chars.stoi["</w>"]
         char_lengths = np.zeros(n_tokens, dtype=np.int64)
         rows: dict[str, tuple[list[int], int]] = {}  # form -> (char ids, length), each form encoded once
         i = 0
         for s in sentences:
             for form in s:
                 if form not in rows:
-                    ids = self.chars.encode(self.char_sequence(form))
+                    ids = [bow, *self.chars.encode(self.char_sequence(form)), eow]
                     rows[form] = (ids, len(ids))
                 ids, n = rows[form]
                 chars[i, :n] = ids
@@ -183,7 +186,7 @@ class TagTask:
                 raise DataError("no training sentences", path=raw["train"][1])
             self.words = Vocab.build((map(self.word_key, s.tokens) for s in train), min_freq=self.opt.min_freq,
                                      max_size=self.opt.max_vocab)
-            self.chars = Vocab.build(self.char_sequence(w) for s in train for w in s.tokens)
+            self.chars = Vocab.build((self.char_sequence(w) for s in train for w in s.tokens), specials=CHAR_SPECIALS)
             self.tags = LabelVocab.build(t for s in train for t in s.tags)
             self.train_forms = {w for s in train for w in s.tokens}
         else:
