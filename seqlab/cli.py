@@ -103,13 +103,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
         if a.json:
             print(json.dumps({"text": text, **r}, ensure_ascii=False))
             continue
-        show = getattr(predictor, "format_text", None)  # a predictor may print its results its own way
-        if show is not None:
-            print(show(r))
-        elif a.top_k > 1:
-            print("\t".join(f"{lab} {p:.4f}" for lab, p in r["top_k"]))
-        else:
-            print(f"{r['label']}\t{r['probability']:.4f}")
+        print(predictor.format_text(r))
         if a.explain:  # each token, its attention weight and a bar as long as the weight
             width = max((len(tok) for tok, _ in r["attention"]), default=0)
             for tok, w in r["attention"]:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seqlab.data import LabelVocab, ReadStats, Vocab, get_dataset, get_tokenizer, read
@@ -26,7 +25,7 @@ from seqlab.data.io import atomic_write_text
 from seqlab.data.ngrams import hashed_ngram_ids, ngrams_iterator
 from seqlab.errors import CheckpointError, ConfigError, DataError, LabelError
 from seqlab.models import MODELS
-from seqlab.tasks import metrics as M
+from seqlab.tasks.common import LabelClassification, format_label, hold_out, top_k_labels
 
 ARTIFACT = "vocab.json"
 
@@ -72,14 +71,12 @@ class Batch:
     labels: torch.Tensor  # (B,)
 
 
-class ClassifyTask:
+class ClassifyTask(LabelClassification):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
     Config = ClassifyConfig
     default_model = "bag"
     default_dataset = "sample"
-    default_metric = "accuracy"
-    headline = "accuracy"
 
     def __init__(self, cfg: Any, device: torch.device, log=print):
         self.cfg = cfg
@@ -204,13 +201,7 @@ class ClassifyTask:
     def _hold_out(self, train: tuple) -> tuple[tuple, tuple]:
         """The lecture's random_split: a random `valid_fraction` of train becomes the valid split."""
         texts, labels, lines, path = train
-        n = len(texts)
-        n_valid = int(round(n * self.cfg.data.valid_fraction))
-        if n_valid == 0 or n_valid == n:
-            return train, ([], [], [], path)
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        perm = torch.randperm(n, generator=g).tolist()
-        tr, va = sorted(perm[: n - n_valid]), sorted(perm[n - n_valid :])
+        tr, va = hold_out(len(texts), self.cfg.data.valid_fraction, self.cfg.seed)
 
         def pick(idx):
             return [texts[i] for i in idx], [labels[i] for i in idx], [lines[i] for i in idx], path
@@ -319,44 +310,7 @@ class ClassifyTask:
         sp = self.splits[split]
         return Batch(self.collate(sp.data, index), torch.from_numpy(sp.labels[index]).to(self.device))
 
-    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(*batch.inputs)
-        loss = F.cross_entropy(logits.float(), batch.labels)
-        n = len(batch.labels)
-        loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == batch.labels).sum()]).tolist()
-        return loss, {"loss": loss_value * n, "correct": correct, "n": n}
-
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
-        n = max(sums.get("n", 0.0), 1.0)
-        return {"loss": sums.get("loss", 0.0) / n, "accuracy": sums.get("correct", 0.0) / n}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    # ------------------------------------------------------------------ evaluation
-    def _predict_split(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
-        sp = self.splits[split]
-        preds, loss_sum = [], 0.0
-        for index in sequential_batches(len(sp.texts), self.cfg.train.eval_batch_size):
-            batch = self.make_batch(index, split)
-            logits = model(*batch.inputs).float()
-            loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
-            preds.append(logits.argmax(1).cpu().numpy())
-        return np.concatenate(preds) if preds else np.zeros(0, np.int64), loss_sum / max(1, len(sp.texts))
-
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        pred, loss = self._predict_split(model, split)
-        cm = M.confusion_matrix(self.splits[split].labels, pred, len(self.labels))
-        return {"loss": loss, **M.summary(cm)}
-
-    def report(self, model: nn.Module, split: str) -> dict:
-        """Full evaluation for `seqlab evaluate`: metrics, per-class table, confusion matrix."""
-        pred, loss = self._predict_split(model, split)
-        cm = M.confusion_matrix(self.splits[split].labels, pred, len(self.labels))
-        return {"loss": loss, "examples": len(pred), **M.report(cm, self.labels.itos)}
+    # ------------------------------------------------------------------ loss and evaluation: LabelClassification
 
     def add_eval_file(self, path: str, split: str = "test") -> None:
         """Read another file for evaluation with the run's vocabularies (unknown labels are errors)."""
@@ -409,12 +363,13 @@ class ClassifierPredictor:
             else:
                 logits = self.model(*inputs)
             probs = torch.softmax(logits.float(), dim=-1).cpu()
-            k = max(1, min(top_k, probs.shape[1]))
-            p, idx = probs.topk(k, dim=1)
-            for j, (row_p, row_i) in enumerate(zip(p.tolist(), idx.tolist(), strict=True)):
-                top = [(self.labels[i], pi) for i, pi in zip(row_i, row_p, strict=True)]
-                out.append({"label": top[0][0], "probability": top[0][1], "top_k": top})
+            for j, result in enumerate(top_k_labels(probs, self.labels, top_k)):
+                out.append(result)
                 if explain:
                     tokens = task.features(texts[index[j]])[: task.opt.max_len]
                     out[-1]["attention"] = list(zip(tokens, weights[j], strict=False))
         return out
+
+    def format_text(self, result: dict) -> str:
+        """One prediction as `seqlab predict` prints it."""
+        return format_label(result)

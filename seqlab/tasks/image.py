@@ -36,8 +36,7 @@ from seqlab.data.images import load_digits_arrays, load_image, read_image_folder
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError, DataError, LabelError
 from seqlab.models import MODELS
-from seqlab.tasks import metrics as M
-from seqlab.tasks.common import format_label, hold_out, top_k_labels
+from seqlab.tasks.common import LabelClassification, format_label, hold_out, top_k_labels
 
 ARTIFACT = "labels.json"
 FORMATS = ("auto", "idx", "folder")
@@ -73,6 +72,10 @@ class ImageBatch:
     images: torch.Tensor  # (B, C, H, W) float, normalised
     labels: torch.Tensor  # (B,)
 
+    @property
+    def inputs(self) -> tuple[torch.Tensor]:
+        return (self.images,)
+
 
 def labels_path(images_path: str | os.PathLike) -> Path:
     """The MNIST labels file beside an images file: `...images-idx3...` -> `...labels-idx1...`."""
@@ -83,14 +86,12 @@ def labels_path(images_path: str | os.PathLike) -> Path:
     return p.with_name(p.name.replace("images-idx3", "labels-idx1"))
 
 
-class ImageTask:
+class ImageTask(LabelClassification):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
     Config = ImageConfig
     default_model = "convnet"
     default_dataset = "digits"
-    default_metric = "accuracy"
-    headline = "accuracy"
 
     def __init__(self, cfg: Any, device: torch.device, log=print):
         self.cfg = cfg
@@ -235,43 +236,7 @@ class ImageTask:
         return ImageBatch(self.to_input(sp.images[index], augment=split == "train"),
                           torch.from_numpy(sp.labels[index]).to(self.device))
 
-    def training_loss(self, model: nn.Module, batch: ImageBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch.images)
-        loss = F.cross_entropy(logits.float(), batch.labels)
-        n = len(batch.labels)
-        correct = (logits.argmax(1) == batch.labels).sum().item()
-        return loss, {"loss": loss.item() * n, "correct": correct, "n": n}
-
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
-        n = max(sums.get("n", 0.0), 1.0)
-        return {"loss": sums.get("loss", 0.0) / n, "accuracy": sums.get("correct", 0.0) / n}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    # ------------------------------------------------------------------ evaluation
-    def _confusion(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
-        sp = self.splits[split]
-        preds, loss_sum = [], 0.0
-        for index in sequential_batches(len(sp.labels), self.cfg.train.eval_batch_size):
-            batch = self.make_batch(index, split)
-            logits = model(batch.images).float()
-            loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
-            preds.append(logits.argmax(1).cpu().numpy())
-        pred = np.concatenate(preds)
-        return M.confusion_matrix(sp.labels, pred, len(self.labels)), loss_sum / len(sp.labels)
-
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        cm, loss = self._confusion(model, split)
-        return {"loss": loss, **M.summary(cm)}
-
-    def report(self, model: nn.Module, split: str) -> dict:
-        """Full evaluation for `seqlab evaluate`: metrics, per-class table, confusion matrix."""
-        cm, loss = self._confusion(model, split)
-        return {"loss": loss, "examples": int(cm.sum()), **M.report(cm, self.labels.itos)}
+    # ------------------------------------------------------------------ loss and evaluation: LabelClassification
 
     def add_eval_file(self, path: str, split: str = "test") -> None:
         """Read an IDX images file or a folder for evaluation with the run's labels."""
