@@ -69,14 +69,19 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sums(sums: dict[str, float]) -> dict[str, float]:
     """The sum over ranks of each rank's metric sums (ranks may hold different keys; a missing key is 0)."""
-    if not is_distributed():
-        return dict(sums)
-    gathered: list[dict[str, float]] = [{} for _ in range(world_size())]
-    dist.all_gather_object(gathered, dict(sums))
     total: dict[str, float] = {}
-    for part in gathered:
+    for part in all_gather_object(dict(sums)):
         for k, v in part.items():
             total[k] = total.get(k, 0.0) + v
     return total

@@ -165,7 +165,8 @@ class Trainer:
         self.schedule: Schedule | None = None
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict:
+    def state_dict(self, rngs: list[dict] | None = None) -> dict:
+        """Everything to resume; `rngs`: the RNG states of all ranks (rank order) when distributed."""
         return {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -180,7 +181,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs if rngs is not None and self.world > 1 else rng_state(),
             "task": self.task.state_dict(),
             "metrics_lines": self.metrics.lines,
             "world_size": self.world,
@@ -199,7 +200,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state["task"])
         self.metrics.truncate(state["metrics_lines"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][self.rank] if self.world > 1 else state["rng"])  # each rank its own
 
     def _check_weights(self) -> None:
         """Never write non-finite weights (an update can overflow though loss and gradients were finite)."""
@@ -221,8 +222,10 @@ class Trainer:
         self._check_weights()
         total = D.all_reduce_sums(self.epoch_sums)
         self.epoch_sums = total if self.main else {}
+        rngs = D.all_gather_object(rng_state())  # dropout streams differ by rank once batch sizes do
         if self.main:
-            save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(), self.cfg.keep_checkpoints)
+            save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(rngs),
+                            self.cfg.keep_checkpoints)
 
     # ----------------------------------------------------------------- signals
     def _install_signals(self) -> dict:
