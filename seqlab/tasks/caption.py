@@ -127,9 +127,11 @@ def bleu_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str,
 
 
 def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """BLEU-1..4 and CIDEr-D of detokenised captions against the raw references (final periods dropped)."""
+    """BLEU-1..4 and CIDEr-D of captions against the raw references, both as `caption_words` (lowercased,
+    punctuation split off, final periods dropped)."""
+    hyps = [" ".join(caption_words(h)) for h in hypotheses]
     refs = [[" ".join(caption_words(r)) for r in rs] for rs in references]
-    return {**bleu_scores(hypotheses, refs), "cider": cider_d(hypotheses, references)[0]}
+    return {**bleu_scores(hyps, refs), "cider": cider_d(hyps, references)[0]}
 
 
 class CaptionTask:
