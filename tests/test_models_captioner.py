@@ -93,7 +93,7 @@ def test_tiny_overfit_to_exact_captions(kind):
         tgt_out[i, : len(c) + 1] = torch.tensor([*c, EOS])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     index = torch.arange(3)
-    for _ in range(150):
+    for _ in range(100):
         opt.zero_grad()
         logits = model(images, tgt_in, index)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=PAD)
