@@ -100,3 +100,15 @@ def test_caption_for_unknown_image_and_corrupt_jpeg(tmp_path):
     (img / "red.jpg").write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(DataError, match="red.jpg"):
         api.train(config(img, captions), out=tmp_path / "r2", quiet=True, log=None)
+
+
+def test_picture_from_bytes_and_arrays(run):
+    run_dir, img = run
+    captioner = api.load(run_dir)
+    from_file = captioner.picture(str(img / "red.jpg"))
+    assert from_file.shape == (16, 16, 3)
+    assert np.array_equal(captioner.picture((img / "red.jpg").read_bytes()), from_file)
+    big = np.asarray(Image.open(img / "red.jpg"))
+    assert captioner.caption([big], beam=1)[0]["caption"] == "a red square on grey"
+    with pytest.raises(DataError, match="uploaded image"):
+        captioner.picture(b"not an image")

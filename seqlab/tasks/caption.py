@@ -446,8 +446,9 @@ class Captioner:
     def __init__(self, task: CaptionTask, model: nn.Module):
         self.task, self.model = task, model.eval()
 
-    def picture(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
-        """An image file (any size) or an RGB (H, W, 3) uint8 array -> (H, W, 3) at the model's size."""
+    def picture(self, image: str | os.PathLike | bytes | np.ndarray) -> np.ndarray:
+        """An image file or its bytes (any size), or an RGB (H, W, 3) uint8 array -> (H, W, 3) uint8 at the
+        model's size."""
         size = self.task.opt.size
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -457,7 +458,7 @@ class Captioner:
 
                 image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
             return image
-        return load_image(image, size)
+        return load_image(image, size, name="uploaded image" if isinstance(image, bytes) else None)
 
     @torch.no_grad()
     def caption(self, images: list, beam: int | None = None, attention: bool = False) -> list[dict]:
