@@ -2,6 +2,7 @@
 determinism, and the configs they accept."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,15 @@ def test_models_are_selected_by_name_in_configs():
     cfg = make_config(None, ["model=transformer", "model.pooling=mean"])
     assert cfg.model_options.pooling == "mean"
 
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = [CONFIGS / d / f"{m}.yaml" for d in ("sst2", "trec", "sample")
+           for m in ("cnn", "rnn", "transformer", "lstmnet")]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_presets_resolve(preset):
+    cfg = make_config(preset)
+    assert cfg.model == {"lstmnet": "rnn"}.get(preset.stem, preset.stem)
+    assert cfg.train.optimizer in ("adam", "adamw") and cfg.dataset == preset.parent.name
