@@ -143,7 +143,5 @@ def test_shared_and_tied_embeddings():
     cfg.share_embeddings = True
     with pytest.raises(ConfigError, match="joint vocabulary"):
         TransformerSeq2Seq(cfg, 20, 20, PAD, shared_vocab=False)
-    with pytest.raises(ConfigError, match="embed_dim"):
-        RNNSeq2SeqConfig(embed_dim=10, hidden_dim=8, tie_embeddings=True).validate()
-    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=16, hidden_dim=8, tie_embeddings=True), 20, 20, PAD)
+    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=12, hidden_dim=8, tie_embeddings=True), 20, 20, PAD)
     assert rnn.out.weight is rnn.tgt_embed.weight

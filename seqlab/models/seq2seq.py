@@ -54,7 +54,8 @@ def _embeddings(
 class RNNSeq2SeqConfig:
     """A bidirectional GRU/LSTM encoder; a GRU/LSTM decoder that attends to the encoder's outputs at
     every step (Luong et al., 2015: the decoder state h_t queries the source, additive (Bahdanau) or
-    multiplicative scores, and the attentional state tanh(W_c [c_t; h_t]) is fed to the next step)."""
+    multiplicative scores; the attentional state tanh(W_c [c_t; h_t]), embed_dim wide, gives the logits
+    and is fed to the next step)."""
 
     cell: str = "gru"  # gru|lstm
     embed_dim: int = 256
@@ -65,16 +66,13 @@ class RNNSeq2SeqConfig:
     input_feeding: bool = True  # feed the previous attentional state into the next step
     dropout: float = 0.3
     share_embeddings: bool = False  # one embedding for source and target (needs task.joint_vocab)
-    tie_embeddings: bool = False  # output projection = target embedding (needs embed_dim == 2 * hidden_dim)
+    tie_embeddings: bool = False  # output projection = target embedding
 
     def validate(self) -> None:
         if self.cell not in ("gru", "lstm"):
             raise ConfigError(f"model.cell must be gru or lstm, got {self.cell!r}")
         if self.attention not in ("additive", "dot", "general"):
             raise ConfigError(f"model.attention must be additive, dot or general, got {self.attention!r}")
-        if self.tie_embeddings and self.embed_dim != 2 * self.hidden_dim:
-            raise ConfigError(f"model.tie_embeddings needs embed_dim == 2 * hidden_dim "
-                              f"(got {self.embed_dim} and {self.hidden_dim})")
 
 
 @dataclass
@@ -84,7 +82,7 @@ class RNNDecoderState:
     memory: Tensor  # (N, S, 2H) encoder outputs
     memory_mask: Tensor  # (N, S) True at source padding
     hidden: RNNState  # (L, N, Hd), or (h, c) for an LSTM
-    feed: Tensor  # (N, Hd) the previous attentional state (zeros before the first step)
+    feed: Tensor  # (N, E) the previous attentional state (zeros before the first step)
 
 
 class RNNSeq2Seq(nn.Module):
@@ -104,15 +102,15 @@ class RNNSeq2Seq(nn.Module):
                                   dropout=cfg.dropout)
         self.bridge = nn.Linear(dim, cfg.dec_layers * dim)  # encoder's final state -> decoder's initial state
         rnn = nn.GRU if cfg.cell == "gru" else nn.LSTM
-        self.decoder = rnn(cfg.embed_dim + (dim if cfg.input_feeding else 0), dim, cfg.dec_layers,
+        self.decoder = rnn(cfg.embed_dim * (2 if cfg.input_feeding else 1), dim, cfg.dec_layers,
                            batch_first=True, dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
         if cfg.attention == "additive":
             self.attention: nn.Module = AdditiveAttention(dim, dim, dim)
         else:
             self.attention = DotProductAttention(dim, dim, scaled=True, general=cfg.attention == "general")
-        self.combine = nn.Linear(2 * dim, dim, bias=False)  # W_c [c_t; h_t]
+        self.combine = nn.Linear(2 * dim, cfg.embed_dim, bias=False)  # W_c [c_t; h_t]
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(dim, tgt_vocab_size)
+        self.out = nn.Linear(cfg.embed_dim, tgt_vocab_size)
         if cfg.tie_embeddings:
             self.out.weight = self.tgt_embed.weight
 
@@ -123,10 +121,10 @@ class RNNSeq2Seq(nn.Module):
         h = torch.tanh(self.bridge(final)).view(B, self.cfg.dec_layers, -1).transpose(0, 1).contiguous()
         hidden: RNNState = (h, torch.zeros_like(h)) if self.cfg.cell == "lstm" else h  # (L, B, Hd)
         mask = padding_mask(src_lengths.to(src.device), src.size(1))
-        return RNNDecoderState(memory, mask, hidden, memory.new_zeros(B, memory.size(-1)))
+        return RNNDecoderState(memory, mask, hidden, memory.new_zeros(B, self.cfg.embed_dim))
 
     def _step(self, tokens: Tensor, state: RNNDecoderState) -> tuple[Tensor, RNNDecoderState, Tensor]:
-        """tokens: (N,) -> (attentional state (N, Hd), new state, attention (N, S))."""
+        """tokens: (N,) -> (attentional state (N, E), new state, attention (N, S))."""
         x = self.dropout(self.tgt_embed(tokens))  # (N, E)
         if self.cfg.input_feeding:
             x = torch.cat([x, state.feed], dim=-1)
