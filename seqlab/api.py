@@ -144,8 +144,9 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
     device, task = _setup(cfg, log)
     t0 = time.perf_counter()
     task.prepare(artifacts=run_dir if resume is not None else None)
-    say("data: " + ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items()
-                               if k.endswith("_examples")) + f" | vocabulary {task.counts.get('vocab_size', 0):,}")
+    sizes = ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items() if k.endswith("_examples"))
+    vocab = f" | vocabulary {task.counts['vocab_size']:,}" if "vocab_size" in task.counts else ""
+    say(f"data: {sizes}{vocab}")
     seed_everything(cfg.seed)
     model = task.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
