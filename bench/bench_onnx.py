@@ -65,6 +65,7 @@ def main() -> None:
                                     [f"threads={a.threads}", f"train.max_steps={a.steps}"],
                                     out=Path(tmp) / "sst2-cnn", quiet=True)
         predictor = seqlab.load(run)
+        torch.set_num_threads(a.threads)  # after load, which sets the threads of the run's config
         task, model = predictor.task, predictor.model
         data = task.encode(texts)
         n = len(texts)

@@ -5,7 +5,8 @@
 
 The SST-2 `bag` model (configs/sst2/bag.yaml, trained first unless --run is given) is served by a separate
 process (uvicorn, 1 torch thread, access log off) for each setting: micro-batching off (`max_batch=1`) and
-on (`max_batch=64` with a few `batch_wait_ms`). `--clients` concurrent clients, each on its own keep-alive
+on (`max_batch=64`; a batch takes the requests queued while the previous one ran, then waits
+`batch_wait_ms` = 0, 2 or 5 ms for more). `--clients` concurrent clients, each on its own keep-alive
 HTTP/1.1 connection, send `--requests` single-text requests in all (SST-2 dev sentences, in turn) after a
 warm-up of 200. Reported per setting: requests/s, p50/p99 latency, errors (any status but 200), and the
 server's resident memory after warm-up, at the end and its peak (sampled every 0.2 s from /proc). The
@@ -32,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SETTINGS = {"no batching": {"max_batch": 1, "batch_wait_ms": 0.0},
-            "greedy": {"max_batch": 64, "batch_wait_ms": 0.0},
-            "micro-batching 2 ms": {"max_batch": 64, "batch_wait_ms": 2.0},
-            "micro-batching 5 ms": {"max_batch": 64, "batch_wait_ms": 5.0}}
+            "micro-batching, no wait (default)": {"max_batch": 64, "batch_wait_ms": 0.0},
+            "micro-batching, wait 2 ms": {"max_batch": 64, "batch_wait_ms": 2.0},
+            "micro-batching, wait 5 ms": {"max_batch": 64, "batch_wait_ms": 5.0}}
 
 SERVER = """
 import sys

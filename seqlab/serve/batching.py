@@ -1,12 +1,12 @@
 """Dynamic micro-batching: requests to one model that arrive close together run as one call of the model.
 
 A request brings a list of items (texts, sentences, images...) and options that must be equal across a call
-(top-k, beam size...). The first request waits up to `wait` seconds for others; the batch closes early once
-it holds `max_batch` items (a request is never split, so a batch may hold a few more). Requests with the
-same options then run as one call of `run(items, options)` in the model's executor, off the event loop,
-and each gets its own slice of the results. While a call runs, new requests queue up and form the next
-batch. If a batched call fails with a user error (a `SeqlabError`: one bad prompt, say), each of its
-requests runs again alone, so only the bad one gets the error. `max_batch=1` turns batching off.
+(top-k, beam size...). While the model runs one batch, new requests queue up; the next batch takes all of
+them, and then waits up to `wait` seconds for more (0: not at all), closing early once it holds `max_batch`
+items (a request is never split, so a batch may hold a few more). Requests with the same options then run
+as one call of `run(items, options)` in the model's executor, off the event loop, and each gets its own
+slice of the results. If a batched call fails with a user error (a `SeqlabError`: one bad prompt, say),
+each of its requests runs again alone, so only the bad one gets the error. `max_batch=1` turns batching off.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class MicroBatcher:
     """Gathers concurrent requests for one model; see the module docstring. `calls` counts model calls."""
 
     def __init__(self, run: Callable[[list, dict], list], executor: Executor, max_batch: int = 64,
-                 wait: float = 0.005):
+                 wait: float = 0.0):
         if max_batch < 1 or wait < 0:
             raise ValueError(f"max_batch must be >= 1 and wait >= 0, got {max_batch}, {wait}")
         self.run, self.executor = run, executor
