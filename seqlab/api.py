@@ -179,12 +179,12 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
     _write_summary(run_dir, results, wall, n_params, task, trainer.skipped_steps)
     test = results.get("test")
     if test:
-        print(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
-              + "  ".join(f"{k} {_show(k, v)}" for k, v in test.items() if k != task.headline))
-    print(f"run saved to {run_dir}  ({wall:.1f} s)")
+        say(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
+            + "  ".join(f"{k} {_show(k, v)}" for k, v in test.items() if k != task.headline))
+    say(f"run saved to {run_dir}  ({wall:.1f} s)")
     example = getattr(task, "example_command", None)
     if example:
-        print(f"try it: {example(run_dir)}")
+        say(f"try it: {example(run_dir)}")
     return run_dir
 
 

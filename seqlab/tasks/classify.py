@@ -89,6 +89,7 @@ class ClassifyTask(LabelClassification):
         self.labels: LabelVocab | None = None
         self.splits: dict[str, Split] = {}
         self.counts: dict[str, Any] = {}
+        self.vocab_built = False  # True once prepare() built the vocabularies from the training data
 
     # ------------------------------------------------------------------ files
     def _sources(self) -> tuple[dict[str, str | None], str, dict]:
@@ -189,6 +190,7 @@ class ClassifyTask(LabelClassification):
                 max_size=self.opt.max_vocab,
             )
             self.labels = LabelVocab.build(raw["train"][1])
+            self.vocab_built = True
         else:
             self.load_artifacts(artifacts)
         for split, (texts, labels, lines, path) in raw.items():
@@ -274,7 +276,7 @@ class ClassifyTask(LabelClassification):
             num_classes=len(self.labels),
             padding_idx=self.vocab.pad_index,
         )
-        if self.opt.pretrained:
+        if self.opt.pretrained and self.vocab_built:  # a loaded or resumed run has its weights already
             load_pretrained = getattr(model, "load_pretrained", None)
             if load_pretrained is None:
                 raise ConfigError(f"model {self.cfg.model} does not take pretrained word vectors")
