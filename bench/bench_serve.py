@@ -8,7 +8,8 @@ process (uvicorn, 1 torch thread, access log off) for each setting: micro-batchi
 on (`max_batch=64`; a batch takes the requests queued while the previous one ran, then waits
 `batch_wait_ms` = 0, 2 or 5 ms for more). `--clients` concurrent clients, each on its own keep-alive
 HTTP/1.1 connection, send `--requests` single-text requests in all (SST-2 dev sentences, in turn) after a
-warm-up of 200. Reported per setting: requests/s, p50/p99 latency, errors (any status but 200), and the
+warm-up of 200; `--repeats` rounds over the settings (interleaved) give the median. Reported per setting:
+requests/s, p50/p99 latency (of the median trial), errors (any status but 200, all trials), and the
 server's resident memory after warm-up, at the end and its peak (sampled every 0.2 s from /proc). The
 client is a minimal asyncio HTTP client in this process, so that the load generator costs little of the
 machine's two cores. Every request goes to 127.0.0.1 and the run is bounded by --requests and --timeout.
@@ -33,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SETTINGS = {"no batching": {"max_batch": 1, "batch_wait_ms": 0.0},
-            "micro-batching, no wait (default)": {"max_batch": 64, "batch_wait_ms": 0.0},
-            "micro-batching, wait 2 ms": {"max_batch": 64, "batch_wait_ms": 2.0},
+            "micro-batching, no wait": {"max_batch": 64, "batch_wait_ms": 0.0},
+            "micro-batching, wait 2 ms (default)": {"max_batch": 64, "batch_wait_ms": 2.0},
             "micro-batching, wait 5 ms": {"max_batch": 64, "batch_wait_ms": 5.0}}
 
 SERVER = """
@@ -135,12 +136,20 @@ def measure(run: Path, texts: list[str], setting: dict, clients: int, requests: 
             "rss_mb_start": memory[0], "rss_mb_end": memory[-1], "rss_mb_peak": max(memory)}
 
 
+def median_trial(trials: list[dict]) -> dict:
+    """The trial with the median requests/s, with every trial's throughput, errors and memory beside it."""
+    ranked = sorted(trials, key=lambda t: t["requests_per_s"])
+    return {**ranked[len(ranked) // 2], "requests_per_s_all": [t["requests_per_s"] for t in trials],
+            "errors": sum(t["errors"] for t in trials), "rss_mb_peak": max(t["rss_mb_peak"] for t in trials)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, help="a trained SST-2 bag run (default: train configs/sst2/bag.yaml)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--timeout", type=float, default=600, help="seconds any one load may take")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over the settings; the median is reported")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     a = p.parse_args()
 
@@ -153,15 +162,21 @@ def main() -> None:
         run = a.run or seqlab.train(str(REPO / "configs/sst2/bag.yaml"), ["threads=2"],
                                     out=Path(tmp) / "sst2-bag", quiet=True)
         load_before = os.getloadavg()
-        results = {name: measure(Path(run), texts, s, a.clients, a.requests, a.timeout)
-                   for name, s in SETTINGS.items()}
+        trials: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+        for r in range(a.repeats):  # the settings interleaved, in a rotated order each round
+            names = list(SETTINGS)[r % len(SETTINGS):] + list(SETTINGS)[:r % len(SETTINGS)]
+            for name in names:
+                trial = measure(Path(run), texts, SETTINGS[name], a.clients, a.requests, a.timeout)
+                trials[name].append(trial)
+        results = {name: median_trial(t) for name, t in trials.items()}
     report = {"clients": a.clients, "requests": a.requests, "load_average_before": load_before,
               "load_average_after": os.getloadavg(), "settings": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))
     base = results["no batching"]["requests_per_s"]
-    print(f"{a.clients} clients, {a.requests} single-text requests; load average {load_before[0]:.1f} -> "
-          f"{report['load_average_after'][0]:.1f}")
+    print("server RSS: after warm-up / at the end of the median trial / peak of all trials")
+    print(f"{a.clients} clients, {a.requests} single-text requests, median of {a.repeats}; load average "
+          f"{load_before[0]:.1f} -> {report['load_average_after'][0]:.1f}")
     print("| setting | requests/s | vs no batching | p50 ms | p99 ms | errors "
           "| server RSS MB start / end / peak |")
     print("|---|---:|---:|---:|---:|---:|---|")

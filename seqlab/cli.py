@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 0)")
+    s.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 2)")
     s.add_argument("--max-batch", type=int, help="items per model call (1: no micro-batching)")
     s.add_argument("--threads", type=int, help="torch threads (default: the runs' config)")
     s.add_argument("--max-texts", type=int, help="texts or sentences per request")

@@ -60,9 +60,9 @@ class ServeConfig:
     max_chars: int = 2_000  # characters per text, sentence or prompt
     max_new_tokens: int = 512  # lm: tokens generated per request
     max_beam: int = 16  # translate: beam size
-    # how long a batch waits for more requests after its first; 0: it takes only those queued while the
-    # previous batch ran (the fastest on 2 cores, 16 clients: docs/benchmarks.md)
-    batch_wait_ms: float = 0.0
+    # how long a batch waits for more requests after taking those queued while the previous one ran
+    # (0: no wait); 2 ms measured best of 0/2/5 on 2 cores with 16 clients (docs/benchmarks.md)
+    batch_wait_ms: float = 2.0
     max_batch: int = 64  # items per model call (1: no micro-batching)
     threads: int | None = None  # torch threads (None: the runs' config)
     drain_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
