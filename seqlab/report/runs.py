@@ -290,7 +290,8 @@ def _comparison(runs: list[RunFacts]) -> list[str]:
     return [*lines, "", "![valid curves of every run](compare.png)", ""]
 
 
-def _names(run_dirs: list[Path]) -> list[str]:
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """A short unique name per run: its folder's name (URL- and file-safe), `-2`, `-3`... on a clash."""
     names: list[str] = []
     for run in run_dirs:
         base = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.resolve().name) or "run"
@@ -311,7 +312,7 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
     runs = [Path(r) for r in run_dirs]
     out = Path(out) if out is not None else (runs[0] / "report" if len(runs) == 1 else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
-    facts = [run_facts(r, name) for r, name in zip(runs, _names(runs), strict=True)]
+    facts = [run_facts(r, name) for r, name in zip(runs, run_names(runs), strict=True)]
     lines = ["# seqlab report", "", "Runs: " + ", ".join(f"`{r.run_dir}`" for r in facts), ""]
     if len(facts) > 1:
         plot_compare(facts, out / "compare.png")

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seqlab.api import info, load
 from seqlab.errors import ConfigError, SeqlabError
+from seqlab.report.runs import run_names
 from seqlab.serve.batching import MicroBatcher
 
 log = logging.getLogger("seqlab.serve")
@@ -248,24 +249,13 @@ def _describe(name: str, run_dir: Path, predictor) -> dict:
             "parameters": summary.get("parameters"), "endpoint": f"/v1/models/{name}/predict"}
 
 
-def _unique_names(run_dirs: list[Path]) -> list[str]:
-    names: list[str] = []
-    for run in run_dirs:
-        base = run.resolve().name or "model"
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
 def load_models(run_dirs: list[str | os.PathLike], config: ServeConfig) -> dict[str, Served]:
     """Load each run's predictor (a ConfigError for a task the server cannot serve yet)."""
     if not run_dirs:
         raise ConfigError("give at least one run directory to serve")
     runs = [Path(r) for r in run_dirs]
     models = {}
-    for name, run in zip(_unique_names(runs), runs, strict=True):
+    for name, run in zip(run_names(runs), runs, strict=True):
         predictor = load(run)
         task = predictor.task_name
         if task not in ENDPOINTS:
