@@ -63,7 +63,7 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(
     model: nn.Module,
     prompt: Sequence[int],
