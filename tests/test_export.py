@@ -46,6 +46,17 @@ def test_classify_models_export_with_dynamic_axes_and_predict_as_pytorch(runs, m
     np.testing.assert_allclose(probabilities(got), probabilities(want), atol=1e-5)
 
 
+def test_an_rnn_pooling_its_final_state_exports(tmp_path):
+    """pooling=last reads each row's final state from the padded outputs: traceable, unlike a packed state."""
+    run = train_classify(tmp_path, "rnn", **{"model.pooling": "last", "model.bidirectional": True})
+    out = tmp_path / "onnx" / "model.onnx"
+    assert export_onnx(run, out, exporter="torchscript")["max_abs_diff"] <= 1e-4
+    texts = TEXTS + ["great " * 30]
+    got, want = load_onnx(out).predict(texts, top_k=2), seqlab.load(run).predict(texts, top_k=2)
+    np.testing.assert_allclose([p for r in got for _, p in r["top_k"]], [p for r in want for _, p in r["top_k"]],
+                               atol=1e-5)
+
+
 def test_cli_export_then_predict_with_onnx_runtime(runs, tmp_path, capsys):
     out = tmp_path / "cnn" / "model.onnx"
     assert main(["export", str(runs["cnn"]), "--format", "onnx", "--out", str(out), "--exporter",

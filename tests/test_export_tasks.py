@@ -18,9 +18,9 @@ def image_run(tmp_path_factory):
     return train_image(tmp_path_factory.mktemp("export-image"))
 
 
-@pytest.mark.parametrize("model", list(TAG))
-def test_taggers_export_and_tag_as_pytorch(model, tmp_path):
-    run = train_tag(tmp_path, model)
+@pytest.mark.parametrize(("model", "char"), [(model, "cnn") for model in TAG] + [("rnn", "lstm")])
+def test_taggers_export_and_tag_as_pytorch(model, char, tmp_path):
+    run = train_tag(tmp_path, model, **{"model.char": char})
     out = tmp_path / "onnx" / "model.onnx"
     meta = export_onnx(run, out, exporter="torchscript")
     assert meta["max_abs_diff"] <= 1e-4 and meta["inputs"] == ["words", "chars", "lengths"]

@@ -49,11 +49,16 @@ class RNNEncoder(nn.Module):
         outputs = outputs.masked_fill(empty[:, None, None], 0.0)  # (B, T, H * dirs)
         if isinstance(state, tuple):
             state = tuple(s.masked_fill(empty[None, :, None], 0.0) for s in state)
-            h = state[0]
         else:
-            state = h = state.masked_fill(empty[None, :, None], 0.0)
-        last = h.view(self.num_layers, self.num_directions, B, -1)[-1]  # (dirs, B, H)
-        final = last.transpose(0, 1).reshape(B, self.output_dim)  # forward then backward
+            state = state.masked_fill(empty[None, :, None], 0.0)
+        # The last layer's final hidden states, read from the outputs (equal to the top layer of `state`, and
+        # traceable for ONNX export, which cannot export the packed final state): the forward direction at
+        # each row's last real position, the backward one at position 0.
+        H = self.output_dim // self.num_directions
+        last = (lengths.clamp(min=1) - 1).to(x.device)  # (B,)
+        final = outputs[torch.arange(B, device=x.device), last, :H]  # (B, H)
+        if self.num_directions == 2:
+            final = torch.cat([final, outputs[:, 0, H:]], dim=-1)  # (B, 2H): forward then backward
         return outputs, final, state
 
 
