@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from preset_run import load_average, train_preset
 from sacrebleu.metrics import BLEU
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,10 +48,6 @@ CONSENSUS = "a brown and white dog is running on the grass"
 BUDGET_S = 45 * 60
 TARGET_BLEU4 = 12.0
 NEIGHBOURS = 5
-
-
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def colour_histograms(images: np.ndarray, bins: int = 8) -> np.ndarray:
@@ -91,16 +87,8 @@ def baselines() -> dict:
 
 
 def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
-    out = runs / name
-    if out.exists():
-        raise SystemExit(f"{out} exists: remove it or choose another --runs")
-    cmd = [sys.executable, "-m", "seqlab", "train", CASES[name], *overrides, "--out", str(out), "--quiet"]
-    print("$", " ".join(cmd), flush=True)
     load_before = load_average()
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True)
-    wall = time.perf_counter() - t0
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    wall, lines = train_preset(CASES[name], overrides, runs / name)
     epochs = [x for x in lines if x["split"] == "train_epoch"]
     valid = [x for x in lines if x["split"] == "valid"]
     test = lines[-1]

@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from preset_run import train_preset
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -85,16 +85,8 @@ def flops_per_token(model: torch.nn.Module, context: int) -> float:
 def train_case(name: str, runs: Path, overrides: list[str], peak: dict) -> dict:
     case = CASES[name]
     out = runs / name
-    if out.exists():
-        raise SystemExit(f"{out} exists: remove it or choose another --runs")
-    cmd = [sys.executable, "-m", "seqlab", "train", case["preset"], *overrides, "--out", str(out), "--quiet"]
     load = os.getloadavg()
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    wall, lines = train_preset(case["preset"], overrides, out)
     valid = [r for r in lines if r["split"] == "valid"]
     epochs = [r for r in lines if r["split"] == "train_epoch"]
     test = next((r for r in lines if r["split"] == "test"), None)

@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from preset_run import load_average, train_preset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,22 +32,11 @@ CASES = {
 BUDGET_S = 45 * 60
 
 
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
     case = CASES[name]
     out = runs / name
-    if out.exists():
-        raise SystemExit(f"{out} exists: remove it or choose another --runs")
-    cmd = [sys.executable, "-m", "seqlab", "train", case["preset"], *overrides, "--out", str(out), "--quiet"]
-    print("$", " ".join(cmd), flush=True)
     load_before = load_average()
-    t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True)
-    wall = time.perf_counter() - t0
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    wall, lines = train_preset(case["preset"], overrides, out)
     summary = json.loads((out / "summary.json").read_text())
     counts = summary["counts"]
     epochs = [x for x in lines if x["split"] == "train_epoch"]
