@@ -56,19 +56,32 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return wall, proc.stdout
 
 
-FASTTEXT = """
+FASTTEXT_ARGS = {"wordNgrams": 2, "epoch": 5}  # the peers' fixed recipes (also used by bench_encoders.py)
+FASTTEXT = f"""
 import sys, fasttext
-m = fasttext.train_supervised(sys.argv[1], wordNgrams=2, epoch=5, thread=int(sys.argv[3]), verbose=0)
+m = fasttext.train_supervised(sys.argv[1], thread=int(sys.argv[3]), verbose=0, **{FASTTEXT_ARGS!r})
 n, p, r = m.test(sys.argv[2])
 print(p)
 """
 
 
+def fasttext_line(text: str, label: str) -> str:
+    """One example in fastText's supervised format (whitespace normalised)."""
+    return f"__label__{label.replace(' ', '_')} {' '.join(text.split())}\n"
+
+
+def svm_model():
+    """TF-IDF over word 1-2 grams (sublinear tf) and a linear SVM: (vectorizer, classifier), unfitted."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1), LinearSVC(C=1.0)
+
+
 def run_fasttext(train: tuple, test: tuple, threads: int, repeats: int, tmp: Path, env: dict) -> dict:
     def write(path: Path, data: tuple) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            for text, label in zip(*data, strict=True):
-                f.write(f"__label__{label.replace(' ', '_')} {' '.join(text.split())}\n")
+            f.writelines(fasttext_line(text, label) for text, label in zip(*data, strict=True))
 
     write(tmp / "ft_train.txt", train)
     write(tmp / "ft_test.txt", test)
@@ -82,13 +95,9 @@ def run_fasttext(train: tuple, test: tuple, threads: int, repeats: int, tmp: Pat
 
 
 def run_svm(train: tuple, test: tuple) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
-
     t = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    x = vec.fit_transform(train[0])
-    clf = LinearSVC(C=1.0).fit(x, train[1])
+    vec, clf = svm_model()
+    clf.fit(vec.fit_transform(train[0]), train[1])
     pred = clf.predict(vec.transform(test[0]))
     acc = sum(p == g for p, g in zip(pred, test[1], strict=True)) / len(test[1])
     return {"wall_s": time.perf_counter() - t, "accuracy": acc}

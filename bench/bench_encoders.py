@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from bench_bag import FASTTEXT_ARGS, fasttext_line, svm_model  # noqa: E402
 
 import seqlab  # noqa: E402
 from seqlab.config import make_config  # noqa: E402
@@ -83,12 +84,9 @@ def run_seqlab(preset: str, threads: int, out: Path, data: dict) -> dict:
 
 
 def run_svm(data: dict) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
-
     (x_train, y_train), t = data["train"], time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    clf = LinearSVC(C=1.0).fit(vec.fit_transform(x_train), y_train)
+    vec, clf = svm_model()
+    clf.fit(vec.fit_transform(x_train), y_train)
     wall = time.perf_counter() - t
 
     def predict(texts):
@@ -106,10 +104,9 @@ def run_fasttext(data: dict, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "train.txt"
         x_train, y_train = data["train"]
-        path.write_text("".join(f"__label__{y.replace(' ', '_')} {line(x)}\n" for x, y in zip(x_train, y_train,
-                                                                                               strict=True)))
+        path.write_text("".join(fasttext_line(x, y) for x, y in zip(x_train, y_train, strict=True)))
         t = time.perf_counter()
-        model = fasttext.train_supervised(str(path), wordNgrams=2, epoch=5, thread=threads, verbose=0)
+        model = fasttext.train_supervised(str(path), thread=threads, verbose=0, **FASTTEXT_ARGS)
         wall = time.perf_counter() - t
     names = {f"__label__{y.replace(' ', '_')}": y for y in set(y_train)}
 
@@ -117,7 +114,7 @@ def run_fasttext(data: dict, threads: int) -> dict:
         labels, _ = model.predict([line(x) for x in texts])
         return [names[lab[0]] for lab in labels]
 
-    return _peer_result(data, predict, wall, 5 * len(x_train))
+    return _peer_result(data, predict, wall, FASTTEXT_ARGS["epoch"] * len(x_train))
 
 
 def _peer_result(data: dict, predict, wall: float, trained: int) -> dict:
