@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 from seqlab.data import get_dataset, read  # noqa: E402
 
 CASES = {
-    "sst2": {"preset": "configs/sst2/bag.yaml", "dataset": "sst2"},
-    "trec": {"preset": "configs/trec/bag.yaml", "dataset": "trec"},
-    "lecture_sample": {"preset": "configs/lecture/ag_news_bag.yaml", "dataset": "sample",
+    "sst2": {"preset": "sst2/bag", "dataset": "sst2"},
+    "trec": {"preset": "trec/bag", "dataset": "trec"},
+    "lecture_sample": {"preset": "lecture/ag_news_bag", "dataset": "sample",
                        "overrides": ["dataset=sample"]},
 }
 

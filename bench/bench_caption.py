@@ -3,8 +3,8 @@
     SEQLAB_DATA=../shared/data flock /work/bench.lock python bench/bench_caption.py [CASE ...] \\
         [--runs runs/bench-caption] [--json bench/results/caption.json] [key=value ...]
 
-Cases: baselines (always run first, seconds), rnn_attention (`configs/flickr8k/rnn_attention.yaml`),
-transformer (`configs/flickr8k/transformer.yaml`). key=value overrides go to every trained case (e.g.
+Cases: baselines (always run first, seconds), rnn_attention (`flickr8k/rnn_attention`),
+transformer (`flickr8k/transformer`). key=value overrides go to every trained case (e.g.
 train.epochs=4).
 
 Baselines, scored by the same `caption_scores` as the models (corpus BLEU-1..4 against all five references,
@@ -43,7 +43,7 @@ from seqlab.data.captions import ImageSource, load_images, read_captions_jsonl  
 from seqlab.data.datasets import cache_dir  # noqa: E402
 from seqlab.tasks.caption import caption_scores, caption_words  # noqa: E402
 
-CASES = {"rnn_attention": "configs/flickr8k/rnn_attention.yaml", "transformer": "configs/flickr8k/transformer.yaml"}
+CASES = {"rnn_attention": "flickr8k/rnn_attention", "transformer": "flickr8k/transformer"}
 CONSENSUS = "a brown and white dog is running on the grass"
 BUDGET_S = 45 * 60
 TARGET_BLEU4 = 12.0

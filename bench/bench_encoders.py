@@ -33,10 +33,10 @@ from seqlab.config import make_config  # noqa: E402
 from seqlab.tasks import TASKS  # noqa: E402
 
 CASES = {
-    "sst2-cnn": "configs/sst2/cnn.yaml",
-    "sst2-rnn": "configs/sst2/rnn.yaml",
-    "sst2-transformer": "configs/sst2/transformer.yaml",
-    "trec-cnn": "configs/trec/cnn.yaml",
+    "sst2-cnn": "sst2/cnn",
+    "sst2-rnn": "sst2/rnn",
+    "sst2-transformer": "sst2/transformer",
+    "trec-cnn": "trec/cnn",
 }
 
 

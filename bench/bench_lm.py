@@ -4,8 +4,8 @@
         [--runs runs/bench-lm] [--json bench/results/lm.json] [key=value ...]
 
 Cases:
-  shakespeare_transformer, shakespeare_rnn   `seqlab train configs/tiny_shakespeare/{transformer,rnn}.yaml`
-  ptb_small, ptb_medium                       `seqlab train configs/ptb/lstm_{small,medium}.yaml`
+  shakespeare_transformer, shakespeare_rnn   `seqlab train tiny_shakespeare/{transformer,rnn}`
+  ptb_small, ptb_medium                       `seqlab train ptb/lstm_{small,medium}`
   generate                                    500 new tokens with and without the KV cache (and the RNN's
                                               carried state), from the runs trained above, and from the
                                               Transformer preset's model given a 512-token context
@@ -40,12 +40,12 @@ from seqlab.models.lm import TransformerLM  # noqa: E402
 from seqlab.tasks.generate import generate_ids  # noqa: E402
 
 CASES = {
-    "shakespeare_transformer": {"preset": "configs/tiny_shakespeare/transformer.yaml",
+    "shakespeare_transformer": {"preset": "tiny_shakespeare/transformer",
                                 "target": ("valid", 1.55), "budget_s": 600},
-    "shakespeare_rnn": {"preset": "configs/tiny_shakespeare/rnn.yaml", "target": ("valid", 1.65),
+    "shakespeare_rnn": {"preset": "tiny_shakespeare/rnn", "target": ("valid", 1.65),
                         "budget_s": 600},
-    "ptb_small": {"preset": "configs/ptb/lstm_small.yaml", "target": ("test", 114.0), "budget_s": 1500},
-    "ptb_medium": {"preset": "configs/ptb/lstm_medium.yaml", "target": None, "budget_s": None},
+    "ptb_small": {"preset": "ptb/lstm_small", "target": ("test", 114.0), "budget_s": 1500},
+    "ptb_medium": {"preset": "ptb/lstm_medium", "target": None, "budget_s": None},
 }
 
 

@@ -3,7 +3,7 @@
     SEQLAB_DATA=../shared/data flock /work/bench.lock python bench/bench_onnx.py [--run RUN_DIR]
         [--threads 2] [--repeats 5] [--out bench/results/onnx.json]
 
-The model is Kim's CNN of configs/sst2/cnn.yaml (embeddings 300, widths 3/4/5 x 100 filters); unless --run
+The model is Kim's CNN of sst2/cnn (embeddings 300, widths 3/4/5 x 100 filters); unless --run
 is given it is trained for `--steps` steps only, since speed does not depend on how long it trained. It is
 exported with both exporters (`seqlab export` verifies each against PyTorch). Inputs are the SST-2 dev
 sentences, tokenized and padded beforehand (not timed): batch 1 runs the first 300 sentences one by one,
@@ -61,7 +61,7 @@ def main() -> None:
     texts = [ex.text for ex in read(spec.test, format=spec.format, **spec.reader_options)]
     report: dict = {"threads": a.threads, "load_average_before": os.getloadavg(), "sentences": len(texts)}
     with tempfile.TemporaryDirectory() as tmp:
-        run = a.run or seqlab.train(str(REPO / "configs/sst2/cnn.yaml"),
+        run = a.run or seqlab.train(str(REPO / "sst2/cnn"),
                                     [f"threads={a.threads}", f"train.max_steps={a.steps}"],
                                     out=Path(tmp) / "sst2-cnn", quiet=True)
         predictor = seqlab.load(run)

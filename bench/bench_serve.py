@@ -3,7 +3,7 @@
     SEQLAB_DATA=../shared/data flock /work/bench.lock python bench/bench_serve.py [--run RUN_DIR]
         [--clients 16] [--requests 2000] [--out bench/results/serve.json]
 
-The SST-2 `bag` model (configs/sst2/bag.yaml, trained first unless --run is given) is served by a separate
+The SST-2 `bag` model (sst2/bag, trained first unless --run is given) is served by a separate
 process (uvicorn, 1 torch thread, access log off) for each setting: micro-batching off (`max_batch=1`) and
 on (`max_batch=64`; a batch takes the requests queued while the previous one ran, then waits
 `batch_wait_ms` = 0, 2 or 5 ms for more). `--clients` concurrent clients, each on its own keep-alive
@@ -145,7 +145,7 @@ def median_trial(trials: list[dict]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, help="a trained SST-2 bag run (default: train configs/sst2/bag.yaml)")
+    p.add_argument("--run", type=Path, help="a trained SST-2 bag run (default: train sst2/bag)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--timeout", type=float, default=600, help="seconds any one load may take")
@@ -159,7 +159,7 @@ def main() -> None:
     spec = get_dataset("sst2")
     texts = [ex.text for ex in read(spec.test, format=spec.format, **spec.reader_options)]
     with tempfile.TemporaryDirectory() as tmp:
-        run = a.run or seqlab.train(str(REPO / "configs/sst2/bag.yaml"), ["threads=2"],
+        run = a.run or seqlab.train(str(REPO / "sst2/bag"), ["threads=2"],
                                     out=Path(tmp) / "sst2-bag", quiet=True)
         load_before = os.getloadavg()
         trials: dict[str, list[dict]] = {name: [] for name in SETTINGS}

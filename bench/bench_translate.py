@@ -3,7 +3,7 @@
     SEQLAB_DATA=../shared/data flock /work/bench.lock python bench/bench_translate.py CASE [CASE ...] \\
         [--runs runs/bench-translate] [--json bench/results/translate.json] [key=value ...]
 
-Cases: transformer (`configs/multi30k/transformer.yaml`), rnn (`configs/multi30k/rnn_attention.yaml`).
+Cases: transformer (`multi30k/transformer`), rnn (`multi30k/rnn_attention`).
 key=value overrides go to every case (e.g. threads=1).
 
 Each case is one `python -m seqlab train PRESET --quiet` process: its wall time includes start-up, reading,
@@ -26,8 +26,8 @@ from preset_run import load_average, train_preset
 REPO = Path(__file__).resolve().parent.parent
 
 CASES = {
-    "transformer": {"preset": "configs/multi30k/transformer.yaml", "target_bleu": 35.0},
-    "rnn": {"preset": "configs/multi30k/rnn_attention.yaml", "target_bleu": 30.0},
+    "transformer": {"preset": "multi30k/transformer", "target_bleu": 35.0},
+    "rnn": {"preset": "multi30k/rnn_attention", "target_bleu": 30.0},
 }
 BUDGET_S = 45 * 60
 

@@ -1,7 +1,7 @@
 """seqlab: the classic deep-learning architectures for sequences, trained and served with one command.
 
     import seqlab
-    run_dir = seqlab.train("configs/sst2/bag.yaml", {"train.epochs": 3})
+    run_dir = seqlab.train("sst2/bag", {"train.epochs": 3})
     seqlab.load(run_dir).predict(["a gripping, funny film"])
 """
 

@@ -1,7 +1,7 @@
 """The Python API: `train`, `load`, `evaluate`, `info`. The CLI and the HTTP server are shells over it.
 
     import seqlab
-    run_dir = seqlab.train("configs/sst2/bag.yaml", {"train.epochs": 3}, out="runs/sst2")
+    run_dir = seqlab.train("sst2/bag", {"train.epochs": 3}, out="runs/sst2")
     model = seqlab.load(run_dir)
     model.predict(["a gripping, funny film"])
 """

@@ -22,16 +22,69 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
+from seqlab.options import Dropout, Positive, Range
 from seqlab.tasks import TASKS
 from seqlab.train.config import TrainConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+# Format 2 gave every model the same names for the same things: `dim` (token embeddings, and a Transformer's
+# width), `hidden` (an RNN's state, or an encoder's width when it differs from `dim`), `ff_dim`, `heads`,
+# `layers` (`decoder_layers` where a decoder stack differs), `positions`, `tie_embeddings`.
+# task -> model -> {format-1 name: format-2 name}; `migrate` applies it to format-1 trees (run directories).
+RENAMED_IN_2: dict[str, dict[str, dict[str, str]]] = {
+    "classify": {
+        "cnn": {"embed_dim": "dim"},
+        "rnn": {"embed_dim": "dim", "hidden_dim": "hidden", "num_layers": "layers"},
+        "transformer": {"d_model": "dim", "n_heads": "heads", "n_layers": "layers", "d_ff": "ff_dim",
+                        "positional": "positions"},
+    },
+    "tag": {"cnn": {"channels": "hidden"}, "transformer": {"d_model": "hidden", "d_ff": "ff_dim"}},
+    "lm": {
+        "rnn": {"emb_dim": "dim", "hidden_dim": "hidden", "tie_weights": "tie_embeddings"},
+        "transformer": {"d_model": "dim", "n_heads": "heads", "d_ff": "ff_dim", "tie_weights": "tie_embeddings"},
+    },
+    "translate": {
+        "rnn": {"embed_dim": "dim", "hidden_dim": "hidden", "enc_layers": "layers", "dec_layers": "decoder_layers"},
+        "transformer": {"d_model": "dim", "n_heads": "heads", "enc_layers": "layers",
+                        "dec_layers": "decoder_layers", "d_ff": "ff_dim"},
+    },
+    "caption": {
+        "rnn": {"embed_dim": "dim", "hidden_dim": "hidden"},
+        "transformer": {"d_model": "dim", "n_heads": "heads", "dec_layers": "layers", "d_ff": "ff_dim"},
+    },
+}
+
+
+def _names(tree: dict, section: str, default: str) -> str:
+    raw = tree.get(section, default)
+    return str(raw.get("name", default) if isinstance(raw, dict) else raw)
+
+
+def migrate(tree: dict) -> dict:
+    """A config tree of an older `format_version` (a run directory written by an older seqlab) in today's
+    format; a tree without `format_version` is taken as today's."""
+    version = tree.get("format_version", FORMAT_VERSION)
+    if version == FORMAT_VERSION:
+        return tree
+    if version != 1:
+        raise ConfigError(f"config format_version {version!r} is not supported by this seqlab "
+                          f"(it reads 1 and {FORMAT_VERSION})")
+    tree = dict(tree, format_version=FORMAT_VERSION)
+    if isinstance(tree.get("data"), dict):
+        tree["data"] = {k: v for k, v in tree["data"].items() if k != "workers"}  # never read; gone in 2
+    task = _names(tree, "task", "classify")
+    renamed = RENAMED_IN_2.get(task, {}).get(_names(tree, "model", TASKS[task].default_model if task in TASKS
+                                                    else ""), {})
+    if isinstance(tree.get("model"), dict) and renamed:
+        tree["model"] = {renamed.get(k, k): v for k, v in tree["model"].items()}
+    return tree
 
 
 @dataclass
@@ -39,19 +92,18 @@ class DataConfig:
     """Where the examples are and how to read them. With `train` unset, the named `dataset` (or the
     task's default dataset) fills train/valid/test."""
 
-    train: str | None = None
-    valid: str | None = None
+    train: str | None = None  # the training file (or folder, prefix): see the task for its formats
+    valid: str | None = None  # None: data.valid_fraction of train is held out
     test: str | None = None
-    format: str = "auto"
+    format: str = "auto"  # auto: by the file's name and first lines; the task lists its formats
     encoding: str = "utf-8"
-    header: bool | None = None
-    label_column: int | str = 0
-    text_columns: list | None = None
-    text_key: str = "text"
-    label_key: str = "label"
-    valid_fraction: float = 0.05
-    skip_bad_rows: bool = False
-    workers: int = 0
+    header: bool | None = None  # csv/tsv: None detects a header line
+    label_column: int | str = 0  # csv/tsv: index or header name of the label
+    text_columns: list | None = None  # csv/tsv: the columns joined as the text (None: all but the label)
+    text_key: str = "text"  # jsonl
+    label_key: str = "label"  # jsonl
+    valid_fraction: Dropout = 0.05  # share of train held out as valid when there is no valid file
+    skip_bad_rows: bool = False  # skip (and count) malformed rows instead of stopping at the first
 
 
 @dataclass
@@ -62,9 +114,9 @@ class Config:
     model: str = "bag"
     dataset: str | None = None
     seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    threads: int | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    threads: Positive | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Any = None
@@ -91,7 +143,6 @@ class Config:
 
 
 _SCALARS = ("dataset", "seed", "device", "precision", "threads", "format_version")
-_CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "precision": ("fp32", "bf16", "fp16")}
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -112,6 +163,29 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(tree, dict):
         raise ConfigError("a config file must hold a mapping of keys to values", path=p)
     return tree
+
+
+PRESETS = Path(__file__).parent / "configs"  # the presets shipped in the package, by name: `sst2/bag`
+
+
+def preset_names() -> list[str]:
+    """Every shipped preset's name, sorted (`digits/convnet`, ..., `ud_english/rnn`)."""
+    return sorted(str(p.relative_to(PRESETS).with_suffix("")) for p in PRESETS.glob("*/*.yaml"))
+
+
+def find_preset(name: str | os.PathLike) -> Path:
+    """A preset file: `name` as a path, else the shipped preset of that name (`sst2/bag`, `sst2/bag.yaml`, or
+    seqlab 0.1's checkout path `configs/sst2/bag.yaml`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = str(name).removeprefix("configs/").removesuffix(".yaml")
+    shipped = PRESETS / f"{stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    near = difflib.get_close_matches(stem, preset_names(), n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else " (`seqlab presets` lists them)"
+    raise ConfigError(f"no such preset file, nor a preset named {stem!r}{hint}")
 
 
 def parse_value(text: str) -> Any:
@@ -153,8 +227,26 @@ def _suggest(key: str, known: list[str]) -> str:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check (and gently convert) a value against a dataclass field's type annotation."""
+    """Check (and gently convert) a value against a dataclass field's type annotation: unions, `Literal`
+    choices, `Annotated[T, Range(...)]` bounds (on each element of a list), lists, bool, int, float, str."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _coerce(value, base, key)
+        for r in (e for e in extras if isinstance(e, Range)):
+            for v in value if isinstance(value, list) else [value]:
+                problem = None if v is None else r.problem(v)
+                if problem:
+                    raise ConfigError(f"{key} {problem}, got {value!r}")
+        return value
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) is type(choices[choices.index(value)]):
+            return value
+        shown = ", ".join(str(c) for c in choices)
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"{key} must be one of {shown}, got {value!r}{hint}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -171,11 +263,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (list, tuple) or tp in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        if isinstance(value, (int, str)) and not isinstance(value, bool):
-            return [value]
-        raise ConfigError(f"{key} must be a list, got {value!r}")
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item, key) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -204,15 +297,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, values: dict, prefix: str) -> Any:
-    """Instantiate `cls` from a raw mapping, rejecting unknown keys and wrong types."""
+def build_dataclass(cls: type, values: dict, prefix: str, renamed: dict[str, str] | None = None) -> Any:
+    """Instantiate `cls` from a raw mapping, rejecting unknown keys (`renamed`: old name -> today's, for
+    the message) and wrong types."""
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix} must be a section (a mapping), got {values!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for k, v in values.items():
         if k not in names:
+            if renamed and renamed.get(k) in names:
+                raise ConfigError(f"unknown key {prefix}.{k}: it is called {prefix}.{renamed[k]} since config "
+                                  f"format 2")
             raise ConfigError(f"unknown key {prefix}.{k}" + _suggest(k, names))
         kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}")
     try:
@@ -232,11 +329,7 @@ def resolve(tree: dict) -> Config:
     for k in tree:
         if k not in top:
             raise ConfigError(f"unknown key {k!r}" + _suggest(k, top))
-    version = tree.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise ConfigError(
-            f"config format_version {version} is not supported by this seqlab (expects {FORMAT_VERSION})"
-        )
+    tree = migrate(tree)
 
     def section(name: str, default: str) -> tuple[str, dict]:
         raw = tree.get(name, default)
@@ -258,17 +351,13 @@ def resolve(tree: dict) -> Config:
         data=build_dataclass(DataConfig, tree.get("data") or {}, "data"),
         train=build_dataclass(TrainConfig, tree.get("train") or {}, "train"),
         task_options=build_dataclass(TASKS[task_name].Config, task_raw, "task"),
-        model_options=build_dataclass(models[model_name].Config, model_raw, "model"),
+        model_options=build_dataclass(models[model_name].Config, model_raw, "model",
+                                      RENAMED_IN_2.get(task_name, {}).get(model_name)),
     )
-    hints = typing.get_type_hints(Config)
+    hints = typing.get_type_hints(Config, include_extras=True)
     for k in _SCALARS:
         if k in tree:
             setattr(cfg, k, _coerce(tree[k], hints[k], k))
-    for k, choices in _CHOICES.items():
-        if getattr(cfg, k) not in choices:
-            raise ConfigError(f"{k} must be one of {', '.join(choices)}, got {getattr(cfg, k)!r}")
-    if not 0.0 <= cfg.data.valid_fraction < 1.0:
-        raise ConfigError(f"data.valid_fraction must be in [0, 1), got {cfg.data.valid_fraction}")
     return cfg
 
 
@@ -280,7 +369,7 @@ def make_config(preset: str | os.PathLike | dict | None = None, overrides: dict 
         for k, v in preset.items():
             apply_override(tree, k, v)
     elif preset is not None:
-        tree = load_yaml(preset)
+        tree = load_yaml(find_preset(preset))
     items: list[tuple[str, Any]] = []
     if isinstance(overrides, dict):
         items = list(overrides.items())

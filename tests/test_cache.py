@@ -106,7 +106,7 @@ def test_peak_memory_of_tokenising_a_big_file_is_bounded(tmp_path):
 def test_lm_runs_share_the_cache_and_train_as_without_it(tmp_path, monkeypatch):
     path = corpus(tmp_path, lines=60)
     base = {"task": "lm", "model": "rnn", "data.train": str(path), "data.valid_fraction": 0.1,
-            "model.hidden_dim": 16, "model.layers": 1, "task.bptt": 16, "train.batch_size": 4,
+            "model.hidden": 16, "model.layers": 1, "task.bptt": 16, "train.batch_size": 4,
             "train.optimizer": "adam", "train.lr": 0.01, "train.epochs": 1, "task.tokenizer": "word"}
     plain = seqlab.train(base, out=tmp_path / "plain", quiet=True)
     cache = tmp_path / "tokens"

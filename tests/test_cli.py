@@ -64,7 +64,7 @@ def test_predict_from_file(sample_run, tmp_path, capsys):
         (["train", "train.epoch=3", "--quiet"], "did you mean 'epochs'"),
         (["train", "train.epochs=two", "--quiet"], "must be an integer"),
         (["train", "model=transformerz", "--quiet"], "unknown model"),
-        (["train", "no_such_preset.yaml", "--quiet"], "config file not found"),
+        (["train", "no_such_preset.yaml", "--quiet"], "no such preset file"),
         (["predict", "/no/such/run", "hello"], "run directory not found"),
         (["evaluate", "/no/such/run"], "run directory not found"),
         (["info", "/no/such/run"], "run directory not found"),

@@ -122,8 +122,8 @@ def test_length_penalty_trades_a_short_probable_ending_for_a_longer_one():
 
 def _models():
     torch.manual_seed(0)
-    rnn_cfg = RNNSeq2SeqConfig(embed_dim=16, hidden_dim=12, dropout=0.0, attention="additive")
-    tf_cfg = TransformerSeq2SeqConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=2, d_ff=32, dropout=0.0,
+    rnn_cfg = RNNSeq2SeqConfig(dim=16, hidden=12, dropout=0.0, attention="additive")
+    tf_cfg = TransformerSeq2SeqConfig(dim=16, heads=2, layers=1, decoder_layers=2, ff_dim=32, dropout=0.0,
                                       max_len=64)
     rnn, tf = RNNSeq2Seq(rnn_cfg, 15, 13, 0), TransformerSeq2Seq(tf_cfg, 15, 13, 0)
     return {"rnn": rnn.eval(), "transformer": tf.eval()}

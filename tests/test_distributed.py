@@ -18,7 +18,7 @@ from seqlab.train.distributed import all_reduce_sums, any_rank, broadcast_object
 from tests.helpers import tiny_classification
 
 # a dense model (DDP averages dense gradients), no dropout, plain SGD, batches cut from one permutation
-DENSE = {"model": "cnn", "model.embed_dim": 8, "model.filters": 4, "model.widths": [2, 3], "model.dropout": 0.0,
+DENSE = {"model": "cnn", "model.dim": 8, "model.filters": 4, "model.widths": [2, 3], "model.dropout": 0.0,
          "train.bucket": False, "train.optimizer": "sgd", "train.lr": 0.5, "train.epochs": 2, "threads": 1,
          "train.log_every": 4, "train.keep_checkpoints": 100}
 

@@ -39,7 +39,7 @@ def _train(tmp_path, name, overrides):
 @pytest.fixture(scope="module")
 def attention_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("explain")
-    return _train(tmp, "rnn", {"model": "rnn", "model.embed_dim": 8, "model.hidden_dim": 8,
+    return _train(tmp, "rnn", {"model": "rnn", "model.dim": 8, "model.hidden": 8,
                                "model.pooling": "attention", "task.max_len": 6})
 
 
@@ -62,7 +62,7 @@ def test_predict_explain_json_adds_attention_and_respects_max_len(attention_run,
 
 
 def test_explain_on_a_model_without_attention_is_a_user_error(tmp_path, capsys):
-    run = _train(tmp_path, "cnn", {"model": "cnn", "model.embed_dim": 8, "model.filters": 4})
+    run = _train(tmp_path, "cnn", {"model": "cnn", "model.dim": 8, "model.filters": 4})
     assert main(["predict", str(run), "a great film", "--explain"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--explain needs a model with attention" in err and "'cnn'" in err

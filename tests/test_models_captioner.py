@@ -13,10 +13,10 @@ V, PAD, BOS, EOS = 12, 0, 2, 3
 def make(kind: str, **kw):
     torch.manual_seed(0)
     if kind == "transformer":
-        cfg = CaptionTransformerConfig(channels=[8, 16], d_model=32, n_heads=4, dec_layers=2, d_ff=64, dropout=0.0,
+        cfg = CaptionTransformerConfig(channels=[8, 16], dim=32, heads=4, layers=2, ff_dim=64, dropout=0.0,
                                        **kw)
         return CaptionTransformer(cfg, V, PAD, 3, 16)
-    cfg = CaptionRNNConfig(channels=[8, 16], embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0,
+    cfg = CaptionRNNConfig(channels=[8, 16], dim=16, hidden=32, attention_dim=16, dropout=0.0,
                            attention=kind == "rnn_attention", **kw)
     return CaptionRNN(cfg, V, PAD, 3, 16)
 

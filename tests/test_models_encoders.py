@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import seqlab
 from seqlab.config import make_config
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
@@ -17,25 +18,25 @@ from seqlab.models.transformer import TransformerClassifier, TransformerConfig
 
 V, C, PAD = 20, 3, 1
 TINY = {
-    "cnn": (CNNClassifier, CNNConfig(embed_dim=8, widths=[2, 3], filters=4)),
-    "cnn-wide": (CNNClassifier, CNNConfig(embed_dim=8, widths=[1, 6], filters=3, embed_dropout=0.2)),
-    "lstm-bi-last": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=6, cell="lstm", pooling="last")),
-    "gru-mean": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=6, cell="gru", bidirectional=False,
+    "cnn": (CNNClassifier, CNNConfig(dim=8, widths=[2, 3], filters=4)),
+    "cnn-wide": (CNNClassifier, CNNConfig(dim=8, widths=[1, 6], filters=3, embed_dropout=0.2)),
+    "lstm-bi-last": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="lstm", pooling="last")),
+    "gru-mean": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="gru", bidirectional=False,
                                           pooling="mean")),
-    "rnn-2layer-max": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=6, cell="rnn", num_layers=2, pooling="max",
+    "rnn-2layer-max": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="rnn", layers=2, pooling="max",
                                                 activation="tanh")),
-    "lstm-additive": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=6, pooling="attention")),
-    "gru-dot": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=6, cell="gru", pooling="attention",
+    "lstm-additive": (RNNClassifier, RNNConfig(dim=8, hidden=6, pooling="attention")),
+    "gru-dot": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="gru", pooling="attention",
                                          attention="dot")),
-    "lstmnet": (RNNClassifier, RNNConfig(embed_dim=8, hidden_dim=8, cell="lstm", bidirectional=False,
+    "lstmnet": (RNNClassifier, RNNConfig(dim=8, hidden=8, cell="lstm", bidirectional=False,
                                          pooling="last", activation="relu", dropout=0.0)),
-    "tf-cls-preln-sin": (TransformerClassifier, TransformerConfig(d_model=8, n_heads=2, n_layers=2, d_ff=16)),
+    "tf-cls-preln-sin": (TransformerClassifier, TransformerConfig(dim=8, heads=2, layers=2, ff_dim=16)),
     "tf-mean-postln-learned": (TransformerClassifier, TransformerConfig(
-        d_model=8, n_heads=2, n_layers=1, d_ff=16, positional="learned", norm_first=False, pooling="mean",
+        dim=8, heads=2, layers=1, ff_dim=16, positions="learned", norm_first=False, pooling="mean",
         max_len=16)),
-    "tf-max": (TransformerClassifier, TransformerConfig(d_model=8, n_heads=2, n_layers=1, d_ff=16, pooling="max",
+    "tf-max": (TransformerClassifier, TransformerConfig(dim=8, heads=2, layers=1, ff_dim=16, pooling="max",
                                                         activation="relu")),
-    "tf-attention-dot": (TransformerClassifier, TransformerConfig(d_model=8, n_heads=4, n_layers=1, d_ff=16,
+    "tf-attention-dot": (TransformerClassifier, TransformerConfig(dim=8, heads=4, layers=1, ff_dim=16,
                                                                   pooling="attention", attention="dot")),
 }
 LENGTHS = torch.tensor([5, 2, 3, 1, 4, 5])
@@ -149,13 +150,13 @@ def test_return_attention_only_where_there_is_attention():
 @pytest.mark.parametrize(
     "model, key, value, expect",
     [
-        ("cnn", "widths", [3, 0], "positive integers"),
+        ("cnn", "widths", [3, 0], "model.widths must be at least 1"),
         ("cnn", "filters", 0, "at least 1"),
         ("rnn", "cell", "lstmm", "must be one of rnn, lstm, gru"),
         ("rnn", "pooling", "first", "must be one of last"),
         ("rnn", "activation", "sigmoid", "must be one of none"),
-        ("transformer", "n_heads", 3, "divisible"),
-        ("transformer", "positional", "rotary", "sinusoidal, learned"),
+        ("transformer", "heads", 3, "divisible"),
+        ("transformer", "positions", "rotary", "sinusoidal, learned"),
         ("transformer", "pooling", "last", "cls, mean"),
     ],
 )
@@ -174,7 +175,7 @@ def test_models_are_selected_by_name_in_configs():
 
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(seqlab.__file__).parent / "configs"
 PRESETS = [CONFIGS / d / f"{m}.yaml" for d in ("sst2", "trec", "sample")
            for m in ("cnn", "rnn", "transformer", "lstmnet")]
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqlab.config import build_dataclass
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
 from seqlab.models.lm import RNNLM, RNNLMConfig, TransformerLM, TransformerLMConfig
@@ -13,11 +14,11 @@ V = 13
 
 
 def rnn(cell="lstm", **kw) -> RNNLM:
-    return RNNLM(RNNLMConfig(cell=cell, **{"hidden_dim": 16, **kw}), vocab_size=V)
+    return RNNLM(RNNLMConfig(cell=cell, **{"hidden": 16, **kw}), vocab_size=V)
 
 
 def transformer(max_len=16, **kw) -> TransformerLM:
-    kw = {"d_model": 16, "n_heads": 2, "layers": 2, **kw}
+    kw = {"dim": 16, "heads": 2, "layers": 2, **kw}
     return TransformerLM(TransformerLMConfig(**kw), vocab_size=V, max_len=max_len)
 
 
@@ -84,10 +85,10 @@ def test_transformer_context_is_limited_to_max_len():
     with pytest.raises(ConfigError, match="max_len=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ConfigError, match="context length"):
-        TransformerLM(TransformerLMConfig(d_model=16, n_heads=2), vocab_size=V, max_len=None)
+        TransformerLM(TransformerLMConfig(dim=16, heads=2), vocab_size=V, max_len=None)
 
 
-@pytest.mark.parametrize("make", [lambda: rnn(tie_weights=True), lambda: transformer(tie_weights=True)])
+@pytest.mark.parametrize("make", [lambda: rnn(tie_embeddings=True), lambda: transformer(tie_embeddings=True)])
 def test_tied_weights_share_one_matrix_and_survive_save_load(make, tmp_path):
     torch.manual_seed(0)
     model = make()
@@ -103,23 +104,23 @@ def test_tied_weights_share_one_matrix_and_survive_save_load(make, tmp_path):
 
 def test_untied_weights_are_separate():
     assert rnn().head.weight is not rnn().embedding.weight
-    model = transformer(tie_weights=False)
+    model = transformer(tie_embeddings=False)
     assert model.head.weight is not model.embedding.weight
 
 
 @pytest.mark.parametrize("cls,values,match", [
     (RNNLMConfig, {"cell": "lstmm"}, "cell"),
-    (RNNLMConfig, {"tie_weights": True, "emb_dim": 8, "hidden_dim": 16}, "emb_dim"),
+    (RNNLMConfig, {"tie_embeddings": True, "dim": 8, "hidden": 16}, "dim"),
     (RNNLMConfig, {"dropout": 1.0}, "dropout"),
-    (TransformerLMConfig, {"d_model": 10, "n_heads": 3}, "divisible"),
+    (TransformerLMConfig, {"dim": 10, "heads": 3}, "divisible"),
     (TransformerLMConfig, {"positions": "rotary"}, "positions"),
 ])
 def test_bad_options_are_config_errors(cls, values, match):
     with pytest.raises(ConfigError, match=match):
-        cls(**values).validate()
+        build_dataclass(cls, values, "model")
 
 
-@pytest.mark.parametrize("make", [lambda: rnn(hidden_dim=32), lambda: transformer(d_model=32, n_heads=4)])
+@pytest.mark.parametrize("make", [lambda: rnn(hidden=32), lambda: transformer(dim=32, heads=4)])
 def test_tiny_overfit(make):
     """A few sequences are learned by heart: the loss goes to ~0."""
     torch.manual_seed(0)

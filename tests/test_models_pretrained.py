@@ -86,7 +86,7 @@ def test_training_with_pretrained_vectors_logs_the_coverage(tmp_path):
     path = tmp_path / "glove.txt"
     path.write_text("the 0 1 0 1\ngreat 1 1 1 1\nboring -1 -1 -1 -1\nunrelated 2 2 2 2\n", encoding="utf-8")
     logs = []
-    run = seqlab.train(None, {**files, "model": "rnn", "model.embed_dim": 4, "model.hidden_dim": 4,
+    run = seqlab.train(None, {**files, "model": "rnn", "model.dim": 4, "model.hidden": 4,
                               "task.pretrained": str(path), "task.freeze_pretrained": True,
                               "train.epochs": 1, "train.optimizer": "adam", "train.lr": 0.01},
                        out=tmp_path / "run", log=logs.append)
@@ -105,9 +105,9 @@ def test_embeddings_start_at_about_unit_length():
 @pytest.mark.parametrize("name", ["cnn", "rnn", "transformer"])
 def test_sparse_embeddings_train_through_the_trainer(tmp_path, name):
     """model.sparse=true: the embedding gets sparse gradients, which the trainer's SparseAdam takes."""
-    small = {"cnn": {"model.embed_dim": 16, "model.filters": 8, "model.widths": [1, 2]},
-             "rnn": {"model.embed_dim": 16, "model.hidden_dim": 16},
-             "transformer": {"model.d_model": 16, "model.d_ff": 32}}[name]
+    small = {"cnn": {"model.dim": 16, "model.filters": 8, "model.widths": [1, 2]},
+             "rnn": {"model.dim": 16, "model.hidden": 16},
+             "transformer": {"model.dim": 16, "model.ff_dim": 32}}[name]
     files = tiny_classification(tmp_path)
     run = seqlab.train(None, {**files, "model": name, **small, "model.sparse": True, "model.dropout": 0.0,
                               "train.epochs": 4, "train.optimizer": "adam", "train.lr": 0.02},

@@ -16,11 +16,11 @@ KINDS = ["gru-additive", "lstm-general", "gru-dot-nofeed", "transformer-preln", 
 def build(kind: str, seed: int = 0, dropout: float = 0.0):
     torch.manual_seed(seed)
     if kind.startswith("transformer"):
-        cfg = TransformerSeq2SeqConfig(d_model=16, n_heads=2, enc_layers=2, dec_layers=2, d_ff=32,
+        cfg = TransformerSeq2SeqConfig(dim=16, heads=2, layers=2, decoder_layers=2, ff_dim=32,
                                        dropout=dropout, max_len=64, norm_first=kind.endswith("preln"))
         return TransformerSeq2Seq(cfg, SRC_V, TGT_V, PAD)
     cell, attention = kind.split("-")[:2]
-    cfg = RNNSeq2SeqConfig(cell=cell, embed_dim=12, hidden_dim=8, attention=attention, dec_layers=2,
+    cfg = RNNSeq2SeqConfig(cell=cell, dim=12, hidden=8, attention=attention, decoder_layers=2,
                            input_feeding=not kind.endswith("nofeed"), dropout=dropout)
     return RNNSeq2Seq(cfg, SRC_V, TGT_V, PAD)
 
@@ -133,7 +133,7 @@ def test_same_seed_same_model_and_output(kind):
 
 
 def test_shared_and_tied_embeddings():
-    cfg = TransformerSeq2SeqConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32,
+    cfg = TransformerSeq2SeqConfig(dim=16, heads=2, layers=1, decoder_layers=1, ff_dim=32,
                                    share_embeddings=True, tie_embeddings=True)
     model = TransformerSeq2Seq(cfg, 20, 20, PAD, shared_vocab=True)
     assert model.src_embed is model.tgt_embed and model.out.weight is model.tgt_embed.weight
@@ -143,5 +143,5 @@ def test_shared_and_tied_embeddings():
     cfg.share_embeddings = True
     with pytest.raises(ConfigError, match="joint vocabulary"):
         TransformerSeq2Seq(cfg, 20, 20, PAD, shared_vocab=False)
-    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(embed_dim=12, hidden_dim=8, tie_embeddings=True), 20, 20, PAD)
+    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(dim=12, hidden=8, tie_embeddings=True), 20, 20, PAD)
     assert rnn.out.weight is rnn.tgt_embed.weight

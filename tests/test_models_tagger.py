@@ -4,13 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seqlab.config import build_dataclass
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
 from seqlab.models.tagger import CharLSTM, CNNTaggerConfig, RNNTaggerConfig, TransformerTaggerConfig
 
 PAD, UNK, CPAD = 1, 0, 1
-SMALL = {"rnn": {"hidden": 12, "layers": 2}, "cnn": {"channels": 12, "kernel": 3, "layers": 2},
-         "transformer": {"d_model": 12, "heads": 2, "layers": 2, "d_ff": 24}}
+SMALL = {"rnn": {"hidden": 12, "layers": 2}, "cnn": {"hidden": 12, "kernel": 3, "layers": 2},
+         "transformer": {"hidden": 12, "heads": 2, "layers": 2, "ff_dim": 24}}
 CASES = [(name, char) for name in ("rnn", "cnn", "transformer") for char in ("none", "cnn", "lstm")]
 
 
@@ -103,11 +104,10 @@ def test_char_lstm_reads_each_word_to_its_own_end():
 
 
 def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="model.char must be"):
-        RNNTaggerConfig(char="gru").validate()
-    with pytest.raises(ConfigError, match="even"):
-        RNNTaggerConfig(char="lstm", char_features=7).validate()
-    with pytest.raises(ConfigError, match="odd"):
-        CNNTaggerConfig(kernel=4).validate()
-    with pytest.raises(ConfigError, match="divisible"):
-        TransformerTaggerConfig(d_model=10, heads=4).validate()
+    bad = [(RNNTaggerConfig, {"char": "gru"}, "model.char must be one of none, cnn, lstm"),
+           (RNNTaggerConfig, {"char": "lstm", "char_features": 7}, "even"),
+           (CNNTaggerConfig, {"kernel": 4}, "odd"),
+           (TransformerTaggerConfig, {"hidden": 10, "heads": 4}, "divisible")]
+    for cls, values, match in bad:
+        with pytest.raises(ConfigError, match=match):
+            build_dataclass(cls, values, "model")

@@ -15,11 +15,11 @@ import seqlab
 from tests.helpers import tiny_classification
 
 FAST = {"train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "constant", "train.epochs": 2}
-CLASSIFY = {"bag": {"model.dim": 8}, "cnn": {"model.embed_dim": 8, "model.filters": 4},
-            "rnn": {"model.embed_dim": 8, "model.hidden_dim": 8},
-            "transformer": {"model.d_model": 8, "model.n_heads": 2, "model.n_layers": 1, "model.d_ff": 16}}
-TAG = {"rnn": {"model.hidden": 8, "model.layers": 1}, "cnn": {"model.channels": 8, "model.layers": 1},
-       "transformer": {"model.d_model": 8, "model.heads": 2, "model.layers": 1, "model.d_ff": 16}}
+CLASSIFY = {"bag": {"model.dim": 8}, "cnn": {"model.dim": 8, "model.filters": 4},
+            "rnn": {"model.dim": 8, "model.hidden": 8},
+            "transformer": {"model.dim": 8, "model.heads": 2, "model.layers": 1, "model.ff_dim": 16}}
+TAG = {"rnn": {"model.hidden": 8, "model.layers": 1}, "cnn": {"model.hidden": 8, "model.layers": 1},
+       "transformer": {"model.hidden": 8, "model.heads": 2, "model.layers": 1, "model.ff_dim": 16}}
 LEXICON = {"DET": ["the", "a"], "ADJ": ["big", "red", "old"], "NOUN": ["cat", "dog", "fox", "bird"],
            "VERB": ["sees", "likes", "finds"]}
 PAIRS = [("ein hund", "a dog"), ("ein mann", "a man"), ("eine frau", "a woman"),
@@ -62,7 +62,7 @@ def train_lm(root: Path, **over) -> Path:
     text = root / "lm.txt"
     text.write_text("the cat sat on the mat and the dog sat on the log\n" * 30, encoding="utf-8")
     cfg = {"task": "lm", "model": "rnn", "data.train": str(text), "data.valid_fraction": 0.1,
-           "model.hidden_dim": 16, "model.layers": 1, "task.bptt": 16, "train.batch_size": 4,
+           "model.hidden": 16, "model.layers": 1, "task.bptt": 16, "train.batch_size": 4,
            "train.eval_batch_size": 4, **FAST, "train.epochs": 1, **over}
     return seqlab.train(None, cfg, out=root / "lm", quiet=True, log=None)
 
@@ -72,8 +72,8 @@ def train_translate(root: Path, **over) -> Path:
     tsv.write_text("".join(f"{de}\t{en}\n" for de, en in PAIRS * 10), encoding="utf-8")
     cfg = {"task": "translate", "model": "transformer", "data.train": str(tsv), "data.test": str(tsv),
            "data.valid_fraction": 0.1, "task.tokenizer": "word", "task.vocab_size": None, "task.beam": 2,
-           "model.d_model": 16, "model.n_heads": 2, "model.enc_layers": 1, "model.dec_layers": 1,
-           "model.d_ff": 16, "train.batch_size": 8, **FAST, **over}
+           "model.dim": 16, "model.heads": 2, "model.layers": 1,
+           "model.ff_dim": 16, "train.batch_size": 8, **FAST, **over}
     return seqlab.train(None, cfg, out=root / "translate", quiet=True, log=None)
 
 
@@ -92,6 +92,6 @@ def train_caption(root: Path, **over) -> Path:
     captions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     cfg = {"task": "caption", "model": "rnn", "task.images": str(images), "task.size": 16, "task.min_freq": 1,
            "task.beam": 2, "data.train": str(captions), "data.valid": str(captions), "model.channels": [4],
-           "model.hidden_dim": 16, "model.embed_dim": 8, "model.attention_dim": 8, "train.batch_size": 3,
+           "model.hidden": 16, "model.dim": 8, "model.attention_dim": 8, "train.batch_size": 3,
            **FAST, **over}
     return seqlab.train(None, cfg, out=root / "caption", quiet=True, log=None)

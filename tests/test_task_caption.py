@@ -42,7 +42,7 @@ def run(tmp_path_factory):
 
     os.environ["SEQLAB_CACHE"] = str(root / "cache")
     img, captions = write_data(root)
-    cfg = {**config(img, captions), "model.hidden_dim": 64, "model.embed_dim": 32, "model.attention_dim": 32,
+    cfg = {**config(img, captions), "model.hidden": 64, "model.dim": 32, "model.attention_dim": 32,
            "task.attention_reg": 1.0}
     run_dir = api.train(cfg, out=root / "run", quiet=True, log=None)
     return run_dir, img

@@ -33,8 +33,8 @@ def corpus(tmp_path, lines=60, name="text.txt"):
     return path
 
 
-MODEL_OPTIONS = {"rnn": {"model.hidden_dim": 24, "model.layers": 1},
-                 "transformer": {"model.d_model": 16, "model.n_heads": 2, "model.layers": 1}}
+MODEL_OPTIONS = {"rnn": {"model.hidden": 24, "model.layers": 1},
+                 "transformer": {"model.dim": 16, "model.heads": 2, "model.layers": 1}}
 
 
 def small_rnn(path, model="rnn", **over):
@@ -138,7 +138,7 @@ def test_gradients_stop_at_the_window_edge(tmp_path):
     detach it would."""
     task = make_task(corpus(tmp_path))
     torch.manual_seed(0)
-    model = RNNLM(RNNLMConfig(hidden_dim=8, layers=1), vocab_size=10)
+    model = RNNLM(RNNLMConfig(hidden=8, layers=1), vocab_size=10)
     first = task.make_batch((torch.tensor([[1, 2, 1, 2]]), torch.tensor([[2, 1, 2, 3]])))
     second = task.make_batch((torch.tensor([[3, 4, 3, 4]]), torch.tensor([[4, 3, 4, 3]])))
     task.start_epoch(0)
@@ -266,14 +266,14 @@ def test_sample_next_options():
     ({"top_p": 1.5}, "top_p"), ({"max_new_tokens": -1}, "max_new_tokens"),
 ])
 def test_bad_sampling_options(options, match):
-    model = RNNLM(RNNLMConfig(hidden_dim=8), vocab_size=10)
+    model = RNNLM(RNNLMConfig(hidden=8), vocab_size=10)
     with pytest.raises(ConfigError, match=match):
         list(generate_ids(model, [1, 2], **{"max_new_tokens": 3, **options}))
 
 
 @pytest.mark.parametrize("make", [
-    lambda: RNNLM(RNNLMConfig(hidden_dim=8), vocab_size=10),
-    lambda: TransformerLM(TransformerLMConfig(d_model=8, n_heads=2, layers=1), vocab_size=10, max_len=8),
+    lambda: RNNLM(RNNLMConfig(hidden=8), vocab_size=10),
+    lambda: TransformerLM(TransformerLMConfig(dim=8, heads=2, layers=1), vocab_size=10, max_len=8),
 ])
 def test_generation_is_reproducible_with_a_seed_and_the_cache_changes_nothing(make):
     torch.manual_seed(0)
@@ -326,7 +326,7 @@ def test_mismatched_checkpoint_is_a_clear_error(char_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(char_run, run)
     cfg = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(cfg.replace("hidden_dim: 24", "hidden_dim: 32"))
+    (run / "config.yaml").write_text(cfg.replace("hidden: 24", "hidden: 32"))
     with pytest.raises(CheckpointError, match="weights do not fit"):
         seqlab.load(run)
     (run / "config.yaml").write_text(cfg.replace("tokenizer: char", "tokenizer: word"))

@@ -38,7 +38,7 @@ def write_prefix(prefix, rows, gz_target=False):
 
 
 TINY = ["task=translate", "model=transformer", "task.tokenizer=word", "task.vocab_size=null",
-        "model.d_model=32", "model.n_heads=2", "model.enc_layers=1", "model.dec_layers=1", "model.d_ff=64",
+        "model.dim=32", "model.heads=2", "model.layers=1", "model.decoder_layers=1", "model.ff_dim=64",
         "model.dropout=0.0", "train.optimizer=adam", "train.lr=0.005", "train.schedule=constant",
         "train.batch_size=16", "train.epochs=6", "task.beam=3", "seed=1"]
 
@@ -119,7 +119,7 @@ def test_separate_vocabularies_and_the_rnn_model(tmp_path):
     prefix = write_prefix(tmp_path / "train", pairs(60, 4))
     out = seqlab.train({"task": "translate", "model": "rnn"},
                        {"data.train": prefix, "task.tokenizer": "bpe", "task.vocab_size": 300,
-                        "task.joint_vocab": False, "model.embed_dim": 16, "model.hidden_dim": 8,
+                        "task.joint_vocab": False, "model.dim": 16, "model.hidden": 8,
                         "train.epochs": 1, "train.optimizer": "adam", "train.lr": 0.01,
                         "data.valid_fraction": 0.1},
                        out=tmp_path / "run", quiet=True)

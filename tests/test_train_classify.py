@@ -121,9 +121,9 @@ def test_resume_refuses_changed_keys_and_foreign_runs(tmp_path):
     run = seqlab.train(None, {**files, **FAST}, out=tmp_path / "run", quiet=True)
     with pytest.raises(ConfigError, match="cannot change model.dim"):
         seqlab.train(resume=run, overrides={"model.dim": 8}, quiet=True)
-    cfg = (run / "config.yaml").read_text().replace("format_version: 1", "format_version: 7")
+    cfg = (run / "config.yaml").read_text().replace("format_version: 2", "format_version: 7")
     (run / "config.yaml").write_text(cfg)
-    with pytest.raises(CheckpointError, match="not usable by this seqlab"):
+    with pytest.raises(CheckpointError, match="format_version 7 is not supported"):
         seqlab.load(run)
     with pytest.raises(CheckpointError, match="not found"):
         seqlab.load(tmp_path / "nope")

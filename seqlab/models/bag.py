@@ -10,27 +10,21 @@ gradient, which is what makes this model as fast as fastText's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
-from seqlab.errors import ConfigError
+from seqlab.options import Dropout, Positive, PositiveFloat
 
 
 @dataclass
 class BagConfig:
-    dim: int = 32  # the lecture's EMBED_DIM
-    mode: str = "mean"  # mean|sum
-    sparse: bool = True
-    init_range: float = 0.5  # uniform(-r, r) init of embedding and classifier, as in the lecture
-    dropout: float = 0.0  # on the pooled vector
-
-    def validate(self) -> None:
-        if self.mode not in ("mean", "sum"):
-            raise ConfigError(f"model.mode must be mean or sum, got {self.mode!r}")
-        if self.dim < 1:
-            raise ConfigError(f"model.dim must be at least 1, got {self.dim}")
+    dim: Positive = 32  # the lecture's EMBED_DIM
+    mode: Literal["mean", "sum"] = "mean"  # how the n-gram vectors of a text are pooled
+    sparse: bool = True  # sparse embedding gradients: only the rows a batch touches are updated
+    init_range: PositiveFloat = 0.5  # uniform(-r, r) init of embedding and classifier, as in the lecture
+    dropout: Dropout = 0.0  # on the pooled vector
 
 
 class BagClassifier(nn.Module):

@@ -12,7 +12,7 @@ Decoders:
   grid and reads the gated context ("Show, Attend and Tell", Xu et al. 2015; its doubly-stochastic
   regulariser is the task's `task.attention_reg`).
 - `CaptionTransformer` (`model=transformer`): the decoder stack of `seqlab.nn` with cross-attention to the
-  grid (projected to d_model, plus a learned embedding of each grid position).
+  grid (projected to dim, plus a learned embedding of each grid position).
 
 Every captioner has the same tensors in and out (teacher forcing: `tgt_in` is `<bos> y_1 .. y_{T-1}`)::
 
@@ -28,6 +28,7 @@ Decoding goes through `seqlab.tasks.decoding` (the search translation uses): `en
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,24 +41,21 @@ from seqlab.nn import (
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
-
-ENCODERS = ("convnet", "resnet18", "resnet34", "resnet50")
+from seqlab.options import Dropout, Positive, PositiveInts
 
 
 @dataclass
 class EncoderOptions:
     """The image encoder's options, shared by every captioner's config."""
 
-    encoder: str = "convnet"  # convnet | resnet18 | resnet34 | resnet50 (needs torchvision)
-    channels: list = field(default_factory=lambda: [32, 64, 128, 256])  # convnet: channels of each block
+    encoder: Literal["convnet", "resnet18", "resnet34", "resnet50"] = "convnet"  # resnet: needs torchvision
+    channels: PositiveInts = field(default_factory=lambda: [32, 64, 128, 256])  # convnet: channels of each block
     encoder_weights: str | None = None  # resnet: a local state-dict file (never downloaded)
     freeze_encoder: bool = False  # resnet: keep the loaded weights fixed
 
-    def validate_encoder(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
-        if not self.channels or not all(isinstance(c, int) and c >= 1 for c in self.channels):
-            raise ConfigError(f"model.channels must list positive integers, got {self.channels!r}")
+    def validate(self) -> None:
+        if not self.channels:
+            raise ConfigError("model.channels must list at least one conv block")
 
 
 class GridEncoder(nn.Module):
@@ -120,16 +118,11 @@ def _torchvision_backbone(opt: EncoderOptions) -> tuple[nn.Module, int]:
 class CaptionRNNConfig(EncoderOptions):
     """Show and Tell (attention: false) or Show, Attend and Tell (attention: true)."""
 
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention: bool = True
-    attention_dim: int = 256
-    dropout: float = 0.3
-
-    def validate(self) -> None:
-        self.validate_encoder()
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+    dim: Positive = 256  # word embedding size
+    hidden: Positive = 512  # the LSTM's state
+    attention: bool = True  # attend over the image grid at every word (Show, Attend and Tell)
+    attention_dim: Positive = 256
+    dropout: Dropout = 0.3
 
 
 @dataclass
@@ -152,13 +145,13 @@ class CaptionRNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = GridEncoder(cfg, in_channels, image_size)
-        D, H = self.encoder.dim, cfg.hidden_dim
-        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=padding_idx)
+        D, H = self.encoder.dim, cfg.hidden
+        self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=padding_idx)
         self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
         if cfg.attention:
             self.attention = AdditiveAttention(H, D, cfg.attention_dim)
             self.gate = nn.Linear(H, D)
-        self.cell = nn.LSTMCell(cfg.embed_dim + (D if cfg.attention else 0), H)
+        self.cell = nn.LSTMCell(cfg.dim + (D if cfg.attention else 0), H)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(H, vocab_size)
 
@@ -213,32 +206,32 @@ class CaptionRNN(nn.Module):
 class CaptionTransformerConfig(EncoderOptions):
     """A Transformer decoder (masked self-attention over the words, cross-attention to the grid)."""
 
-    d_model: int = 256
-    n_heads: int = 4
-    dec_layers: int = 3
-    d_ff: int = 1024
-    dropout: float = 0.1
-    activation: str = "relu"
-    norm_first: bool = True
-    max_len: int = 64  # longest caption the positional encoding covers
-    tie_embeddings: bool = True
+    dim: Positive = 256  # width of the embeddings and of every layer
+    heads: Positive = 4
+    layers: Positive = 3
+    ff_dim: Positive = 1024  # inner width of each feed-forward sub-layer
+    dropout: Dropout = 0.1
+    activation: Literal["relu", "gelu"] = "relu"
+    norm_first: bool = True  # pre-LN; false: the paper's post-LN
+    max_len: Positive = 64  # longest caption the positional encoding covers
+    tie_embeddings: bool = True  # output projection = word embedding
 
     def validate(self) -> None:
-        self.validate_encoder()
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        super().validate()
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
 
 
 @dataclass
 class TransformerCaptionState:
     """The projected grid and the decoder's key/value caches (N rows)."""
 
-    memory: Tensor  # (N, G, d_model)
+    memory: Tensor  # (N, G, dim)
     cache: list[DecoderLayerCache]
 
 
 class CaptionTransformer(nn.Module):
-    """See `CaptionTransformerConfig`. Word embeddings are scaled by sqrt(d_model) and summed with
+    """See `CaptionTransformerConfig`. Word embeddings are scaled by sqrt(dim) and summed with
     sinusoidal positions, as in the translation Transformer."""
 
     Config = CaptionTransformerConfig
@@ -247,7 +240,7 @@ class CaptionTransformer(nn.Module):
                  image_size: int = 64):
         super().__init__()
         self.cfg = cfg
-        d = cfg.d_model
+        d = cfg.dim
         self.encoder = GridEncoder(cfg, in_channels, image_size)
         self.project = nn.Sequential(nn.Linear(self.encoder.dim, d), nn.LayerNorm(d))
         self.grid_pos = nn.Parameter(torch.zeros(self.encoder.grid, d))  # one learned vector per grid cell
@@ -258,14 +251,14 @@ class CaptionTransformer(nn.Module):
             self.embed.weight[padding_idx].zero_()
         self.scale = d**0.5
         self.pos = SinusoidalPositionalEncoding(d, cfg.max_len, cfg.dropout)
-        self.decoder = TransformerDecoder(cfg.dec_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.activation,
+        self.decoder = TransformerDecoder(cfg.layers, d, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.activation,
                                           cfg.norm_first)
         self.out = nn.Linear(d, vocab_size)
         if cfg.tie_embeddings:
             self.out.weight = self.embed.weight
 
     def encode(self, images: Tensor) -> TransformerCaptionState:
-        """images: (B, C, H, W) -> the grid as memory (B, G, d_model) and empty caches."""
+        """images: (B, C, H, W) -> the grid as memory (B, G, dim) and empty caches."""
         return TransformerCaptionState(self.project(self.encoder(images)) + self.grid_pos, self.decoder.new_cache())
 
     def _decode(self, tokens: Tensor, memory: Tensor, need_weights: bool, cache: list[DecoderLayerCache] | None

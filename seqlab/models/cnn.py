@@ -19,23 +19,21 @@ from torch import nn
 from seqlab.errors import ConfigError
 from seqlab.models.embedding import WordEmbedding
 from seqlab.nn import NgramConv1d, padding_mask
+from seqlab.options import Dropout, Positive, PositiveInts
 
 
 @dataclass
 class CNNConfig:
-    embed_dim: int = 300
-    widths: list = field(default_factory=lambda: [3, 4, 5])  # filter widths (n of the n-grams)
-    filters: int = 100  # per width
-    dropout: float = 0.5  # on the pooled features, as in the paper
-    embed_dropout: float = 0.0
+    dim: Positive = 300  # word embedding size
+    widths: PositiveInts = field(default_factory=lambda: [3, 4, 5])  # filter widths (n of the n-grams)
+    filters: Positive = 100  # per width
+    dropout: Dropout = 0.5  # on the pooled features, as in the paper
+    embed_dropout: Dropout = 0.0
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:
-        if not self.widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in self.widths):
-            raise ConfigError(f"model.widths must be a list of positive integers, got {self.widths!r}")
-        for name in ("embed_dim", "filters"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if not self.widths:
+            raise ConfigError("model.widths must list at least one filter width")
 
 
 class CNNClassifier(nn.Module):
@@ -47,8 +45,8 @@ class CNNClassifier(nn.Module):
     def __init__(self, cfg: CNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
         self.cfg = cfg
-        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout, cfg.sparse)
-        self.conv = NgramConv1d(cfg.embed_dim, cfg.widths, cfg.filters)
+        self.embedding = WordEmbedding(vocab_size, cfg.dim, padding_idx, cfg.embed_dropout, cfg.sparse)
+        self.conv = NgramConv1d(cfg.dim, cfg.widths, cfg.filters)
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(self.conv.output_dim, num_classes)
 

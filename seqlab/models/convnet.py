@@ -17,16 +17,17 @@ from torch import nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn import ConvBlock2d
+from seqlab.options import Dropout, NonNegativeInts, Positive, PositiveInts
 
 
 @dataclass
 class ConvNetConfig:
-    channels: list = field(default_factory=lambda: [32, 64])  # output channels of each conv block
-    kernel: list = field(default_factory=lambda: [3])  # kernel size per block (one value: all blocks)
-    padding: list = field(default_factory=lambda: [1])  # zero padding per block (one value: all blocks)
-    pool: int = 2  # max-pool window (and stride) of every block
-    hidden: list = field(default_factory=lambda: [128])  # sizes of the linear layers before the output
-    dropout: float = 0.25  # after each hidden linear layer
+    channels: PositiveInts = field(default_factory=lambda: [32, 64])  # output channels of each conv block
+    kernel: PositiveInts = field(default_factory=lambda: [3])  # kernel size per block (one value: all blocks)
+    padding: NonNegativeInts = field(default_factory=lambda: [1])  # zero padding per block (one value: all)
+    pool: Positive = 2  # max-pool window (and stride) of every block
+    hidden: PositiveInts = field(default_factory=lambda: [128])  # sizes of the linear layers before the output
+    dropout: Dropout = 0.25  # after each hidden linear layer
 
     def per_block(self, name: str) -> list[int]:
         """`kernel` / `padding` as one value per block."""
@@ -40,13 +41,6 @@ class ConvNetConfig:
             if len(getattr(self, name)) not in (1, len(self.channels)):
                 raise ConfigError(f"model.{name} must hold one value or one per block "
                                   f"({len(self.channels)}), got {getattr(self, name)!r}")
-        ints = [*self.channels, *self.kernel, *self.padding, *self.hidden, self.pool]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
-            raise ConfigError("model.channels, kernel, padding, hidden and pool must be integers")
-        if min(self.channels + self.kernel + self.hidden + [self.pool], default=1) < 1 or min(self.padding) < 0:
-            raise ConfigError("model.channels, kernel, hidden and pool must be at least 1, padding at least 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 class ConvNet(nn.Module):

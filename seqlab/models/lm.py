@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,30 +33,25 @@ from seqlab.nn import (
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
+from seqlab.options import Dropout, Positive, PositiveFloat
 
 
 @dataclass
 class RNNLMConfig:
     """Defaults: Zaremba et al. (2014) "small" (2 x 200 LSTM, uniform init ±0.1, no dropout)."""
 
-    cell: str = "lstm"  # rnn|lstm|gru
-    emb_dim: int | None = None  # None: hidden_dim (required by tie_weights)
-    hidden_dim: int = 200
-    layers: int = 2
-    dropout: float = 0.0  # on the embeddings, between layers and before the output layer (Zaremba)
-    tie_weights: bool = False  # the output layer reuses the embedding matrix (Press & Wolf, 2017)
-    init_range: float = 0.1  # every weight uniform in [-init_range, init_range]
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    dim: Positive | None = None  # token embedding size (None: hidden, as tie_embeddings needs)
+    hidden: Positive = 200
+    layers: Positive = 2
+    dropout: Dropout = 0.0  # on the embeddings, between layers and before the output layer (Zaremba)
+    tie_embeddings: bool = False  # the output layer reuses the embedding matrix (Press & Wolf, 2017)
+    init_range: PositiveFloat = 0.1  # every weight uniform in [-init_range, init_range]
 
     def validate(self) -> None:
-        if self.cell not in ("rnn", "lstm", "gru"):
-            raise ConfigError(f"model.cell must be rnn, lstm or gru, got {self.cell!r}")
-        if self.hidden_dim < 1 or self.layers < 1 or (self.emb_dim is not None and self.emb_dim < 1):
-            raise ConfigError("model.hidden_dim, model.layers and model.emb_dim must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.tie_weights and self.emb_dim not in (None, self.hidden_dim):
-            raise ConfigError(f"model.tie_weights needs model.emb_dim == model.hidden_dim "
-                              f"({self.hidden_dim}), got {self.emb_dim}")
+        if self.tie_embeddings and self.dim not in (None, self.hidden):
+            raise ConfigError(f"model.tie_embeddings needs model.dim == model.hidden ({self.hidden}), "
+                              f"got {self.dim}")
 
 
 class RNNLM(nn.Module):
@@ -66,16 +62,16 @@ class RNNLM(nn.Module):
 
     def __init__(self, cfg: RNNLMConfig, vocab_size: int, max_len: int | None = None):
         super().__init__()
-        emb_dim = cfg.emb_dim or cfg.hidden_dim
+        emb_dim = cfg.dim or cfg.hidden
         self.embedding = nn.Embedding(vocab_size, emb_dim)
         # The dense windows of a language model have no padding, so the encoder's recurrence runs unpacked,
         # from a given state (`self.encoder.rnn`), instead of through the packed `RNNEncoder.forward`.
-        self.encoder = RNNEncoder(emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, dropout=cfg.dropout)
+        self.encoder = RNNEncoder(emb_dim, cfg.hidden, cfg.layers, cfg.cell, dropout=cfg.dropout)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden_dim, vocab_size)
+        self.head = nn.Linear(cfg.hidden, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
-        if cfg.tie_weights:
+        if cfg.tie_embeddings:
             self.head.weight = self.embedding.weight
 
     def new_state(self) -> None:
@@ -93,25 +89,18 @@ class RNNLM(nn.Module):
 class TransformerLMConfig:
     """Defaults: a small GPT (pre-LN, GELU, learned positions, tied embeddings), nanoGPT's CPU scale."""
 
-    d_model: int = 192
-    n_heads: int = 6
-    layers: int = 4
-    d_ff: int | None = None  # None: 4 * d_model
-    dropout: float = 0.0
-    positions: str = "learned"  # learned|sinusoidal
-    tie_weights: bool = True
+    dim: Positive = 192  # width of the embeddings and of every layer
+    heads: Positive = 6
+    layers: Positive = 4
+    ff_dim: Positive | None = None  # inner width of each feed-forward sub-layer (None: 4 * dim)
+    dropout: Dropout = 0.0
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    tie_embeddings: bool = True  # the output layer reuses the embedding matrix
     norm_first: bool = True  # pre-LN (GPT-2); False: the paper's post-LN
 
     def validate(self) -> None:
-        if self.positions not in ("learned", "sinusoidal"):
-            raise ConfigError(f"model.positions must be learned or sinusoidal, got {self.positions!r}")
-        if self.d_model < 1 or self.layers < 1 or self.n_heads < 1:
-            raise ConfigError("model.d_model, model.layers and model.n_heads must be at least 1")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads "
-                              f"({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
 
 
 class TransformerLM(nn.Module):
@@ -124,17 +113,17 @@ class TransformerLM(nn.Module):
         if not max_len:
             raise ConfigError("the transformer language model needs a context length (task.bptt)")
         self.max_len = max_len
-        D = cfg.d_model
+        D = cfg.dim
         self.embedding = nn.Embedding(vocab_size, D)
         if cfg.positions == "learned":
             self.positions = LearnedPositionalEmbedding(max_len, D, cfg.dropout)
         else:
             self.positions = SinusoidalPositionalEncoding(D, max_len, cfg.dropout)
-        self.decoder = TransformerDecoder(cfg.layers, D, cfg.n_heads, cfg.d_ff or 4 * D, cfg.dropout, "gelu",
+        self.decoder = TransformerDecoder(cfg.layers, D, cfg.heads, cfg.ff_dim or 4 * D, cfg.dropout, "gelu",
                                           cfg.norm_first, cross_attention=False)
         self.head = nn.Linear(D, vocab_size, bias=False)
         self._init_weights(cfg.layers)
-        if cfg.tie_weights:
+        if cfg.tie_embeddings:
             self.head.weight = self.embedding.weight
 
     @torch.no_grad()

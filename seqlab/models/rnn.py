@@ -7,50 +7,39 @@ Pooling `last` takes the final hidden state (of each direction), `mean`/`max` po
 output, and `attention` weighs the positions with a learned query (additive or dot-product) and
 exposes the weights, which `seqlab predict --explain` shows.
 
-The lecture's LSTMNet is `cell=lstm, num_layers=1, bidirectional=false, embed_dim=hidden_dim=128,
-pooling=last, activation=relu` (configs/*/lstmnet.yaml): final hidden state -> ReLU -> Linear.
+The lecture's LSTMNet is `cell=lstm, layers=1, bidirectional=false, dim=hidden=128,
+pooling=last, activation=relu` (*/lstmnet): final hidden state -> ReLU -> Linear.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.errors import ConfigError
 from seqlab.models.embedding import WordEmbedding
 from seqlab.nn import AttentionPooling, RNNEncoder, padding_mask, pool_sequence
+from seqlab.options import Dropout, Positive
 
-POOLINGS = ("last", "mean", "max", "attention")
 ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "tanh": torch.tanh}
 
 
 @dataclass
 class RNNConfig:
-    embed_dim: int = 128
-    hidden_dim: int = 128  # per direction
-    cell: str = "lstm"  # rnn|lstm|gru
-    num_layers: int = 1
+    dim: Positive = 128  # word embedding size
+    hidden: Positive = 128  # per direction
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    layers: Positive = 1
     bidirectional: bool = True
-    pooling: str = "max"  # last|mean|max|attention
-    attention: str = "additive"  # additive|dot: the scoring of pooling=attention
-    activation: str = "none"  # none|relu|tanh on the pooled vector
-    dropout: float = 0.5  # on the pooled vector, and between stacked layers
-    embed_dropout: float = 0.0
+    pooling: Literal["last", "mean", "max", "attention"] = "max"  # how the outputs over time become one vector
+    attention: Literal["additive", "dot"] = "additive"  # the scoring of pooling=attention
+    activation: Literal["none", "relu", "tanh"] = "none"  # on the pooled vector
+    dropout: Dropout = 0.5  # on the pooled vector, and between stacked layers
+    embed_dropout: Dropout = 0.0
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
-
-    def validate(self) -> None:
-        choices = {"cell": ("rnn", "lstm", "gru"), "pooling": POOLINGS, "attention": ("additive", "dot"),
-                   "activation": tuple(ACTIVATIONS)}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("embed_dim", "hidden_dim", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
 
 
 class RNNClassifier(nn.Module):
@@ -63,8 +52,8 @@ class RNNClassifier(nn.Module):
     def __init__(self, cfg: RNNConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
         self.cfg = cfg
-        self.embedding = WordEmbedding(vocab_size, cfg.embed_dim, padding_idx, cfg.embed_dropout, cfg.sparse)
-        self.encoder = RNNEncoder(cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.cell, cfg.bidirectional,
+        self.embedding = WordEmbedding(vocab_size, cfg.dim, padding_idx, cfg.embed_dropout, cfg.sparse)
+        self.encoder = RNNEncoder(cfg.dim, cfg.hidden, cfg.layers, cfg.cell, cfg.bidirectional,
                                   cfg.dropout)
         dim = self.encoder.output_dim
         self.pool = AttentionPooling(dim, cfg.attention) if cfg.pooling == "attention" else None

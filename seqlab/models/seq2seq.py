@@ -18,6 +18,7 @@ lecture's "what does the network seem to be focusing on?". Every attention comes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,7 @@ from seqlab.nn import (
     TransformerEncoder,
     padding_mask,
 )
+from seqlab.options import Dropout, Positive
 
 
 def _embeddings(
@@ -54,25 +56,19 @@ def _embeddings(
 class RNNSeq2SeqConfig:
     """A bidirectional GRU/LSTM encoder; a GRU/LSTM decoder that attends to the encoder's outputs at
     every step (Luong et al., 2015: the decoder state h_t queries the source, additive (Bahdanau) or
-    multiplicative scores; the attentional state tanh(W_c [c_t; h_t]), embed_dim wide, gives the logits
+    multiplicative scores; the attentional state tanh(W_c [c_t; h_t]), `dim` wide, gives the logits
     and is fed to the next step)."""
 
-    cell: str = "gru"  # gru|lstm
-    embed_dim: int = 256
-    hidden_dim: int = 256  # encoder, per direction; the decoder's state is 2 * hidden_dim wide
-    enc_layers: int = 1
-    dec_layers: int = 1
-    attention: str = "general"  # additive (Bahdanau) | dot | general (Luong's multiplicative)
+    cell: Literal["gru", "lstm"] = "gru"
+    dim: Positive = 256  # token embeddings and the attentional state
+    hidden: Positive = 256  # encoder, per direction; the decoder's state is 2 * hidden wide
+    layers: Positive = 1  # encoder layers
+    decoder_layers: Positive | None = None  # None: as many as the encoder's
+    attention: Literal["additive", "dot", "general"] = "general"  # additive: Bahdanau; general: Luong's
     input_feeding: bool = True  # feed the previous attentional state into the next step
-    dropout: float = 0.3
+    dropout: Dropout = 0.3
     share_embeddings: bool = False  # one embedding for source and target (needs task.joint_vocab)
     tie_embeddings: bool = False  # output projection = target embedding
-
-    def validate(self) -> None:
-        if self.cell not in ("gru", "lstm"):
-            raise ConfigError(f"model.cell must be gru or lstm, got {self.cell!r}")
-        if self.attention not in ("additive", "dot", "general"):
-            raise ConfigError(f"model.attention must be additive, dot or general, got {self.attention!r}")
 
 
 @dataclass
@@ -95,22 +91,23 @@ class RNNSeq2Seq(nn.Module):
                  shared_vocab: bool = False):
         super().__init__()
         self.cfg = cfg
-        dim = 2 * cfg.hidden_dim  # decoder state = encoder output width, so "dot" attention fits
-        self.src_embed, self.tgt_embed = _embeddings(src_vocab_size, tgt_vocab_size, cfg.embed_dim,
+        dim = 2 * cfg.hidden  # decoder state = encoder output width, so "dot" attention fits
+        self.decoder_layers = cfg.decoder_layers or cfg.layers
+        self.src_embed, self.tgt_embed = _embeddings(src_vocab_size, tgt_vocab_size, cfg.dim,
                                                      padding_idx, cfg.share_embeddings, shared_vocab)
-        self.encoder = RNNEncoder(cfg.embed_dim, cfg.hidden_dim, cfg.enc_layers, cfg.cell, bidirectional=True,
+        self.encoder = RNNEncoder(cfg.dim, cfg.hidden, cfg.layers, cfg.cell, bidirectional=True,
                                   dropout=cfg.dropout)
-        self.bridge = nn.Linear(dim, cfg.dec_layers * dim)  # encoder's final state -> decoder's initial state
+        self.bridge = nn.Linear(dim, self.decoder_layers * dim)  # encoder's final state -> decoder's initial state
         rnn = nn.GRU if cfg.cell == "gru" else nn.LSTM
-        self.decoder = rnn(cfg.embed_dim * (2 if cfg.input_feeding else 1), dim, cfg.dec_layers,
-                           batch_first=True, dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
+        self.decoder = rnn(cfg.dim * (2 if cfg.input_feeding else 1), dim, self.decoder_layers,
+                           batch_first=True, dropout=cfg.dropout if self.decoder_layers > 1 else 0.0)
         if cfg.attention == "additive":
             self.attention: nn.Module = AdditiveAttention(dim, dim, dim)
         else:
             self.attention = DotProductAttention(dim, dim, scaled=True, general=cfg.attention == "general")
-        self.combine = nn.Linear(2 * dim, cfg.embed_dim, bias=False)  # W_c [c_t; h_t]
+        self.combine = nn.Linear(2 * dim, cfg.dim, bias=False)  # W_c [c_t; h_t]
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.embed_dim, tgt_vocab_size)
+        self.out = nn.Linear(cfg.dim, tgt_vocab_size)
         if cfg.tie_embeddings:
             self.out.weight = self.tgt_embed.weight
 
@@ -118,10 +115,10 @@ class RNNSeq2Seq(nn.Module):
         """src: (B, S), src_lengths: (B,) -> the decoder's initial state."""
         memory, final, _ = self.encoder(self.dropout(self.src_embed(src)), src_lengths)  # (B, S, 2H), (B, 2H)
         B = src.size(0)
-        h = torch.tanh(self.bridge(final)).view(B, self.cfg.dec_layers, -1).transpose(0, 1).contiguous()
+        h = torch.tanh(self.bridge(final)).view(B, self.decoder_layers, -1).transpose(0, 1).contiguous()
         hidden: RNNState = (h, torch.zeros_like(h)) if self.cfg.cell == "lstm" else h  # (L, B, Hd)
         mask = padding_mask(src_lengths.to(src.device), src.size(1))
-        return RNNDecoderState(memory, mask, hidden, memory.new_zeros(B, self.cfg.embed_dim))
+        return RNNDecoderState(memory, mask, hidden, memory.new_zeros(B, self.cfg.dim))
 
     def _step(self, tokens: Tensor, state: RNNDecoderState) -> tuple[Tensor, RNNDecoderState, Tensor]:
         """tokens: (N,) -> (attentional state (N, E), new state, attention (N, S))."""
@@ -171,22 +168,21 @@ class TransformerSeq2SeqConfig:
     """The Transformer of "Attention is all you need": an encoder stack over the source, a decoder stack
     with masked self-attention over the target and cross-attention to the encoder's output."""
 
-    d_model: int = 256
-    n_heads: int = 4
-    enc_layers: int = 3
-    dec_layers: int = 3
-    d_ff: int = 1024
-    dropout: float = 0.1
-    activation: str = "relu"
+    dim: Positive = 256  # width of the embeddings and of every layer
+    heads: Positive = 4
+    layers: Positive = 3  # encoder layers
+    decoder_layers: Positive | None = None  # None: as many as the encoder's
+    ff_dim: Positive = 1024  # inner width of each feed-forward sub-layer
+    dropout: Dropout = 0.1
+    activation: Literal["relu", "gelu"] = "relu"
     norm_first: bool = True  # pre-LN (stable without a long warm-up); false: the paper's post-LN
-    max_len: int = 256  # longest sequence the positional encoding covers
+    max_len: Positive = 256  # longest sequence the positional encoding covers
     share_embeddings: bool = False  # one embedding for source and target (needs task.joint_vocab)
     tie_embeddings: bool = True  # output projection = target embedding
 
     def validate(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by "
-                              f"model.n_heads ({self.n_heads})")
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
 
 
 @dataclass
@@ -199,8 +195,8 @@ class TransformerDecoderState:
 
 
 class TransformerSeq2Seq(nn.Module):
-    """See `TransformerSeq2SeqConfig`. Embeddings are scaled by sqrt(d_model) (initialised with std
-    d_model^-1/2, so they enter with unit variance) and summed with sinusoidal positions."""
+    """See `TransformerSeq2SeqConfig`. Embeddings are scaled by sqrt(dim) (initialised with std
+    dim^-1/2, so they enter with unit variance) and summed with sinusoidal positions."""
 
     Config = TransformerSeq2SeqConfig
 
@@ -208,7 +204,7 @@ class TransformerSeq2Seq(nn.Module):
                  padding_idx: int, shared_vocab: bool = False):
         super().__init__()
         self.cfg = cfg
-        d = cfg.d_model
+        d = cfg.dim
         self.src_embed, self.tgt_embed = _embeddings(src_vocab_size, tgt_vocab_size, d, padding_idx,
                                                      cfg.share_embeddings, shared_vocab)
         for emb in dict.fromkeys([self.src_embed, self.tgt_embed]):  # once each, in a fixed order
@@ -217,9 +213,9 @@ class TransformerSeq2Seq(nn.Module):
                 emb.weight[padding_idx].zero_()
         self.scale = d**0.5
         self.pos = SinusoidalPositionalEncoding(d, cfg.max_len, cfg.dropout)
-        self.encoder = TransformerEncoder(cfg.enc_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout,
+        self.encoder = TransformerEncoder(cfg.layers, d, cfg.heads, cfg.ff_dim, cfg.dropout,
                                           cfg.activation, cfg.norm_first)
-        self.decoder = TransformerDecoder(cfg.dec_layers, d, cfg.n_heads, cfg.d_ff, cfg.dropout,
+        self.decoder = TransformerDecoder(cfg.decoder_layers or cfg.layers, d, cfg.heads, cfg.ff_dim, cfg.dropout,
                                           cfg.activation, cfg.norm_first)
         self.out = nn.Linear(d, tgt_vocab_size)
         if cfg.tie_embeddings:

@@ -20,6 +20,7 @@ CNN reads padding as zeros, the Transformer masks it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,34 +28,25 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn import CharCNN, RNNEncoder, SinusoidalPositionalEncoding, TransformerEncoder, padding_mask
-
-CHAR_ENCODERS = ("none", "cnn", "lstm")
+from seqlab.options import Dropout, Positive
 
 
 @dataclass
 class TaggerConfig:
     """Options shared by every tagger: the word and character features and the regularisation."""
 
-    dim: int = 100  # word embedding size
-    char: str = "cnn"  # none|cnn|lstm: character features of each word
-    char_dim: int = 32  # character embedding size
-    char_features: int = 64  # size of a word's character features (CNN filters; BiLSTM 2 x hidden)
-    char_width: int = 3  # char CNN: characters per filter window
-    dropout: float = 0.33  # on the word features and on the encoder's outputs
-    word_dropout: float = 0.0  # training only: a word id becomes <unk> with this probability
+    dim: Positive = 100  # word embedding size
+    char: Literal["none", "cnn", "lstm"] = "cnn"  # character features of each word
+    char_dim: Positive = 32  # character embedding size
+    char_features: Positive = 64  # size of a word's character features (CNN filters; BiLSTM 2 x hidden)
+    char_width: Positive = 3  # char CNN: characters per filter window
+    dropout: Dropout = 0.33  # on the word features and on the encoder's outputs
+    word_dropout: Dropout = 0.0  # training only: a word id becomes <unk> with this probability
 
     def validate(self) -> None:
-        if self.char not in CHAR_ENCODERS:
-            raise ConfigError(f"model.char must be one of {', '.join(CHAR_ENCODERS)}, got {self.char!r}")
         if self.char == "lstm" and self.char_features % 2:
             raise ConfigError(f"model.char_features must be even for char=lstm (two directions), "
                               f"got {self.char_features}")
-        for name in ("dim", "char_dim", "char_features", "char_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("dropout", "word_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 class CharLSTM(nn.Module):
@@ -124,14 +116,9 @@ class Tagger(nn.Module):
 # ---------------------------------------------------------------------------------------------- rnn
 @dataclass
 class RNNTaggerConfig(TaggerConfig):
-    hidden: int = 128  # per direction
-    layers: int = 2
-    cell: str = "lstm"  # rnn|lstm|gru
-
-    def validate(self) -> None:
-        super().validate()
-        if self.hidden < 1 or self.layers < 1:
-            raise ConfigError(f"model.hidden and model.layers must be at least 1, got {self.hidden}, {self.layers}")
+    hidden: Positive = 128  # per direction
+    layers: Positive = 2
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
 
 
 class BiRNNWords(nn.Module):
@@ -157,17 +144,14 @@ class RNNTagger(Tagger):
 # ---------------------------------------------------------------------------------------------- cnn
 @dataclass
 class CNNTaggerConfig(TaggerConfig):
-    channels: int = 256
-    kernel: int = 5  # words per window (odd, so the window is centred on its word)
-    layers: int = 3
+    hidden: Positive = 256  # channels of every convolution
+    kernel: Positive = 5  # words per window (odd, so the window is centred on its word)
+    layers: Positive = 3
 
     def validate(self) -> None:
         super().validate()
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ConfigError(f"model.kernel must be a positive odd number, got {self.kernel}")
-        if self.channels < 1 or self.layers < 1:
-            raise ConfigError(f"model.channels and model.layers must be at least 1, got {self.channels}, "
-                              f"{self.layers}")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"model.kernel must be odd (a window centred on its word), got {self.kernel}")
 
 
 class ConvWords(nn.Module):
@@ -175,12 +159,12 @@ class ConvWords(nn.Module):
 
     def __init__(self, in_dim: int, cfg: CNNTaggerConfig):
         super().__init__()
-        dims = [in_dim] + [cfg.channels] * cfg.layers
+        dims = [in_dim] + [cfg.hidden] * cfg.layers
         self.convs = nn.ModuleList(
             nn.Conv1d(i, o, cfg.kernel, padding=cfg.kernel // 2) for i, o in zip(dims, dims[1:], strict=False)
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.output_dim = cfg.channels
+        self.output_dim = cfg.hidden
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         pad = padding_mask(lengths, x.size(1)).unsqueeze(1)  # (B, 1, T)
@@ -189,8 +173,8 @@ class ConvWords(nn.Module):
             if i:
                 h = self.dropout(h)
             # padding reads as zeros, exactly like the zero padding beyond the sentence's end
-            h = F.relu(conv(h.masked_fill(pad, 0.0)))  # (B, channels, T)
-        return h.transpose(1, 2)  # (B, T, channels)
+            h = F.relu(conv(h.masked_fill(pad, 0.0)))  # (B, hidden, T)
+        return h.transpose(1, 2)  # (B, T, hidden)
 
 
 class CNNTagger(Tagger):
@@ -203,31 +187,31 @@ class CNNTagger(Tagger):
 # ---------------------------------------------------------------------------------------------- transformer
 @dataclass
 class TransformerTaggerConfig(TaggerConfig):
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    d_ff: int = 256
-    max_len: int = 1024  # longest sentence the positional encoding covers
+    hidden: Positive = 128  # width of the Transformer the word features are projected to
+    heads: Positive = 4
+    layers: Positive = 2
+    ff_dim: Positive = 256  # inner width of each feed-forward sub-layer
+    max_len: Positive = 1024  # longest sentence the positional encoding covers
 
     def validate(self) -> None:
         super().validate()
-        if self.d_model % self.heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})")
+        if self.hidden % self.heads:
+            raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
 
 
 class TransformerWords(nn.Module):
-    """Word features projected to d_model, plus sinusoidal positions, through a pre-LN Transformer
+    """Word features projected to `hidden` wide, plus sinusoidal positions, through a pre-LN Transformer
     encoder that masks the padding."""
 
     def __init__(self, in_dim: int, cfg: TransformerTaggerConfig):
         super().__init__()
-        self.project = nn.Linear(in_dim, cfg.d_model)
-        self.positions = SinusoidalPositionalEncoding(cfg.d_model, cfg.max_len)
-        self.encoder = TransformerEncoder(cfg.layers, cfg.d_model, cfg.heads, cfg.d_ff, cfg.dropout, norm_first=True)
-        self.output_dim = cfg.d_model
+        self.project = nn.Linear(in_dim, cfg.hidden)
+        self.positions = SinusoidalPositionalEncoding(cfg.hidden, cfg.max_len)
+        self.encoder = TransformerEncoder(cfg.layers, cfg.hidden, cfg.heads, cfg.ff_dim, cfg.dropout, norm_first=True)
+        self.output_dim = cfg.hidden
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        h = self.positions(self.project(x))  # (B, T, d_model)
+        h = self.positions(self.project(x))  # (B, T, hidden)
         h, _ = self.encoder(h, key_padding_mask=padding_mask(lengths, x.size(1)))
         return h
 

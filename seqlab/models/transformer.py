@@ -1,7 +1,7 @@
 """The Transformer text classifier (an encoder only, as BERT, trained from scratch):
 
     embedding (+ a learned [CLS] vector in front) + positions (sinusoidal or learned)
-        -> n_layers x (multi-head self-attention, feed-forward; pre- or post-LayerNorm)
+        -> layers x (multi-head self-attention, feed-forward; pre- or post-LayerNorm)
         -> pooling: the [CLS] position | mean | max | attention -> dropout -> Linear -> logits
 
 Padding is masked out of every attention (key-padding mask) and of the pooling, so it changes nothing.
@@ -12,7 +12,7 @@ the last layer's attention of [CLS] over the tokens, averaged over the heads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -27,34 +27,27 @@ from seqlab.nn import (
     padding_mask,
     pool_sequence,
 )
+from seqlab.options import Dropout, Positive
 
 
 @dataclass
 class TransformerConfig:
-    d_model: int = 128
-    n_heads: int = 4
-    n_layers: int = 2
-    d_ff: int = 256
-    dropout: float = 0.1  # in every sub-layer, on embeddings + positions, and before the head
-    activation: str = "gelu"  # relu|gelu
-    positional: str = "sinusoidal"  # sinusoidal|learned
-    max_len: int = 512  # longest input (with [CLS]) the positions cover; see task.max_len
+    dim: Positive = 128  # width of the embeddings and of every layer
+    heads: Positive = 4
+    layers: Positive = 2
+    ff_dim: Positive = 256  # inner width of each feed-forward sub-layer
+    dropout: Dropout = 0.1  # in every sub-layer, on embeddings + positions, and before the head
+    activation: Literal["relu", "gelu"] = "gelu"
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_len: Positive = 512  # longest input (with [CLS]) the positions cover; see task.max_len
     norm_first: bool = True  # pre-LN (stable without warm-up); false: the paper's post-LN
-    pooling: str = "cls"  # cls|mean|max|attention
-    attention: str = "additive"  # additive|dot: the scoring of pooling=attention
+    pooling: Literal["cls", "mean", "max", "attention"] = "cls"
+    attention: Literal["additive", "dot"] = "additive"  # the scoring of pooling=attention
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:
-        choices = {"activation": ("relu", "gelu"), "positional": ("sinusoidal", "learned"),
-                   "pooling": ("cls", "mean", "max", "attention"), "attention": ("additive", "dot")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
 
 
 class TransformerClassifier(nn.Module):
@@ -67,14 +60,14 @@ class TransformerClassifier(nn.Module):
     def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
         self.cfg = cfg
-        D = cfg.d_model
+        D = cfg.dim
         self.embedding = WordEmbedding(vocab_size, D, padding_idx, sparse=cfg.sparse)
         self.cls = nn.Parameter(torch.randn(D)) if cfg.pooling == "cls" else None  # as a scaled embedding
-        if cfg.positional == "sinusoidal":
+        if cfg.positions == "sinusoidal":
             self.positions: nn.Module = SinusoidalPositionalEncoding(D, cfg.max_len, cfg.dropout)
         else:
             self.positions = LearnedPositionalEmbedding(cfg.max_len, D, cfg.dropout)
-        self.encoder = TransformerEncoder(cfg.n_layers, D, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.activation,
+        self.encoder = TransformerEncoder(cfg.layers, D, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.activation,
                                           cfg.norm_first)
         self.pool = AttentionPooling(D, cfg.attention) if cfg.pooling == "attention" else None
         self.dropout = nn.Dropout(cfg.dropout)
@@ -95,7 +88,7 @@ class TransformerClassifier(nn.Module):
             raise ValueError("return_attention needs pooling=cls or pooling=attention")
         B, T = tokens.shape
         mask = padding_mask(lengths, T)  # (B, T), True at padding
-        x = self.embedding(tokens) * self.cfg.d_model**0.5  # (B, T, D), on the scale of the positions
+        x = self.embedding(tokens) * self.cfg.dim**0.5  # (B, T, D), on the scale of the positions
         if self.cls is not None:
             x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], dim=1)  # (B, 1 + T, D)
             mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1)

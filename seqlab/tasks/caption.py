@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from seqlab.data.io import atomic_write_text
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.models import MODELS
+from seqlab.options import Dropout, NonNegative, NonNegativeFloat, Positive, Range
 from seqlab.tasks.cider import cider_d
 from seqlab.tasks.common import hold_out
 from seqlab.tasks.decoding import Hypothesis, beam_search, greedy_search
@@ -75,27 +76,16 @@ def caption_words(text: str) -> list[str]:
 @dataclass
 class CaptionConfig:
     images: str | None = None  # folder or .tar of the pictures (default: the named dataset's)
-    size: int = 64  # pictures are resized to size x size pixels
+    size: Annotated[int, Range(min=8)] = 64  # pictures are resized to size x size pixels
     cache: bool = True  # keep decoded pictures as uint8 arrays in $SEQLAB_CACHE/captions/
     augment_flip: bool = False  # training: mirror half of the pictures left-right
-    augment_shift: int = 0  # training: shift each picture by up to this many pixels
-    min_freq: int = 5  # rarer training words are <unk>
-    max_len: int = 32  # words per caption, eos included (longer training captions are cut)
-    label_smoothing: float = 0.0
-    attention_reg: float = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
-    beam: int = 3  # beam size for test and `seqlab caption` (1: greedy)
-    length_penalty: float = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
-
-    def validate(self) -> None:
-        if self.size < 8:
-            raise ConfigError(f"task.size must be at least 8 pixels, got {self.size}")
-        for name in ("min_freq", "max_len", "beam"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"task.{name} must be at least 1, got {getattr(self, name)}")
-        if self.augment_shift < 0 or self.attention_reg < 0:
-            raise ConfigError("task.augment_shift and task.attention_reg must be >= 0")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+    augment_shift: NonNegative = 0  # training: shift each picture by up to this many pixels
+    min_freq: Positive = 5  # rarer training words are <unk>
+    max_len: Positive = 32  # words per caption, eos included (longer training captions are cut)
+    label_smoothing: Dropout = 0.0  # the share of each target's probability spread over the vocabulary
+    attention_reg: NonNegativeFloat = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
+    beam: Positive = 3  # beam size for test and `seqlab caption` (1: greedy)
+    length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
 
 
 @dataclass

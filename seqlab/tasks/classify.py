@@ -13,7 +13,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from seqlab.data.io import atomic_write_text
 from seqlab.data.ngrams import hashed_ngram_ids, ngrams_iterator
 from seqlab.errors import CheckpointError, ConfigError, DataError, LabelError
 from seqlab.models import MODELS
+from seqlab.options import NonNegative, Positive
 from seqlab.tasks.common import LabelClassification, format_label, hold_out, top_k_labels
 
 ARTIFACT = "vocab.json"
@@ -32,24 +33,16 @@ ARTIFACT = "vocab.json"
 
 @dataclass
 class ClassifyConfig:
-    tokenizer: str = "basic_english"  # basic_english|whitespace|char
-    ngrams: int = 2  # word n-grams for the bag model (1 = the lecture's NGRAMS)
-    ngram_buckets: int = 0  # 0: n-grams are vocabulary entries (the lecture's way); >0: hashed (fastText's)
-    min_freq: int = 1
-    max_vocab: int | None = None
-    max_len: int | None = None  # truncate longer texts (padded models); truncations are counted
+    tokenizer: Literal["basic_english", "whitespace", "char"] = "basic_english"
+    ngrams: Positive = 2  # word n-grams for the bag model (1 = the lecture's NGRAMS)
+    ngram_buckets: NonNegative = 0  # 0: n-grams are vocabulary entries (the lecture's way); >0: hashed (fastText's)
+    min_freq: Positive = 1  # rarer training words (and n-grams) are unknown
+    max_vocab: Positive | None = None
+    max_len: Positive | None = None  # truncate longer texts (padded models); truncations are counted
     drop_unknown: bool = True  # bag: leave unknown words/n-grams out of the mean (fastText); false: <unk> (torchtext)
-    leak: str = "report"  # report|drop: texts of train that also occur in valid/test
+    leak: Literal["report", "drop"] = "report"  # texts of train that also occur in valid/test
     pretrained: str | None = None  # word2vec/GloVe text file for the embedding of padded models
     freeze_pretrained: bool = False
-
-    def validate(self) -> None:
-        if self.ngrams < 1:
-            raise ConfigError(f"task.ngrams must be at least 1, got {self.ngrams}")
-        if self.leak not in ("report", "drop"):
-            raise ConfigError(f"task.leak must be report or drop, got {self.leak!r}")
-        if self.ngram_buckets < 0:
-            raise ConfigError(f"task.ngram_buckets must be >= 0, got {self.ngram_buckets}")
 
 
 def normalize(text: str) -> str:

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from seqlab.data.images import load_digits_arrays, load_image, read_image_folder
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError, DataError, LabelError
 from seqlab.models import MODELS
+from seqlab.options import NonNegative, Positive, Range
 from seqlab.tasks.common import LabelClassification, format_label, hold_out, top_k_labels
 
 ARTIFACT = "labels.json"
@@ -46,18 +47,11 @@ TEST_SEED = 0  # the digits test split never moves with the run's seed
 
 @dataclass
 class ImageConfig:
-    normalize: str = "standard"  # standard: per-channel mean/std of the training images; scale: [0, 1] only
-    augment_shift: int = 0  # training only: random translation by up to this many pixels (0: off)
-    size: int | None = None  # folder images: resize to size x size (None: they must share one size)
-    test_fraction: float = 0.2  # digits: the share held out as the test split
-
-    def validate(self) -> None:
-        if self.normalize not in ("standard", "scale"):
-            raise ConfigError(f"task.normalize must be standard or scale, got {self.normalize!r}")
-        if self.augment_shift < 0:
-            raise ConfigError(f"task.augment_shift must be >= 0, got {self.augment_shift}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"task.test_fraction must be in (0, 1), got {self.test_fraction}")
+    normalize: Literal["standard", "scale"] = "standard"  # standard: per-channel mean/std of the training
+    # images; scale: [0, 1] only
+    augment_shift: NonNegative = 0  # training only: random translation by up to this many pixels (0: off)
+    size: Positive | None = None  # folder images: resize to size x size (None: they must share one size)
+    test_fraction: Annotated[float, Range(0.0, 1.0, min_open=True, max_open=True)] = 0.2  # digits: the test share
 
 
 @dataclass

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,9 +46,10 @@ from seqlab.data.lm import (
     read_corpus_lines,
     split_corpus,
 )
-from seqlab.data.subword import KINDS, TextTokenizer
+from seqlab.data.subword import TextTokenizer
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.models import MODELS
+from seqlab.options import NonNegative, Positive
 from seqlab.tasks.generate import generate_ids
 
 ARTIFACT = "tokenizer.json"
@@ -57,23 +58,17 @@ IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
 
 @dataclass
 class LMConfig:
-    tokenizer: str = "char"  # char|word|bpe
-    vocab_size: int | None = None  # bpe: the size to learn (required); char/word: a cap (None keeps all)
-    min_freq: int = 1
+    tokenizer: Literal["char", "word", "bpe"] = "char"
+    vocab_size: Positive | None = None  # bpe: the size to learn (required); char/word: a cap (None keeps all)
+    min_freq: Positive = 1
     lowercase: bool = False
-    bptt: int = 64  # window length T: truncated-BPTT length, and the Transformer's context
-    steps_per_epoch: int = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
+    bptt: Positive = 64  # window length T: truncated-BPTT length, and the Transformer's context
+    steps_per_epoch: NonNegative = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
     token_cache: str | None = None  # directory of tokenised corpora reused across runs (None: tokenise each run)
 
     def validate(self) -> None:
-        if self.tokenizer not in KINDS:
-            raise ConfigError(f"task.tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and self.vocab_size is None:
             raise ConfigError("task.tokenizer=bpe needs task.vocab_size (e.g. task.vocab_size=2000)")
-        if self.bptt < 1:
-            raise ConfigError(f"task.bptt must be at least 1, got {self.bptt}")
-        if self.steps_per_epoch < 0:
-            raise ConfigError(f"task.steps_per_epoch must be >= 0, got {self.steps_per_epoch}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ from torch import nn
 
 from seqlab.data import LabelVocab, ReadStats, Vocab, get_dataset
 from seqlab.data.batching import Packed, bucketed_batches, sequential_batches, shuffled_batches
-from seqlab.data.conllu import TAG_COLUMNS, Sentence, read_conllu, read_tagged
+from seqlab.data.conllu import Sentence, read_conllu, read_tagged
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.models import MODELS
+from seqlab.options import Positive, Range
 from seqlab.tasks import metrics as M
 from seqlab.tasks.common import hold_out
 
@@ -43,19 +44,11 @@ CHAR_SPECIALS = ("<unk>", "<pad>", "<w>", "</w>")  # <w> and </w> mark where a w
 
 @dataclass
 class TagConfig:
-    column: str = "upos"  # upos|xpos: the CoNLL-U column to tag (two-column files have only one)
+    column: Literal["upos", "xpos"] = "upos"  # the CoNLL-U column to tag (two-column files have only one)
     lowercase: bool = True  # word embeddings index lowercased forms (the char features see the case)
-    min_freq: int = 1  # training words seen fewer times share <unk>
-    max_vocab: int | None = None
-    max_word_len: int = 20  # characters per word for the char features: the first and last ones
-
-    def validate(self) -> None:
-        if self.column not in TAG_COLUMNS:
-            raise ConfigError(f"task.column must be one of {', '.join(TAG_COLUMNS)}, got {self.column!r}")
-        if self.max_word_len < 2:
-            raise ConfigError(f"task.max_word_len must be at least 2, got {self.max_word_len}")
-        if self.min_freq < 1:
-            raise ConfigError(f"task.min_freq must be at least 1, got {self.min_freq}")
+    min_freq: Positive = 1  # training words seen fewer times share <unk>
+    max_vocab: Positive | None = None
+    max_word_len: Annotated[int, Range(min=2)] = 20  # characters per word for the char features: the first and last
 
 
 @dataclass

@@ -21,7 +21,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import sacrebleu
@@ -35,6 +35,7 @@ from seqlab.data.parallel import Pair, read_parallel, read_parallel_tsv
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.models import MODELS
+from seqlab.options import Dropout, NonNegativeFloat, Positive, PositiveFloat
 from seqlab.tasks.common import hold_out
 from seqlab.tasks.decoding import Hypothesis, beam_search, greedy_search
 
@@ -46,31 +47,22 @@ SPLITS = ("train", "valid", "test")
 class TranslateConfig:
     src: str = "de"  # source language: the file suffix of `PATH.<src>[.gz]`, the side of a named dataset
     tgt: str = "en"
-    tokenizer: str = "bpe"  # bpe (byte-level, for raw text) | word (for pre-tokenised text)
-    vocab_size: int | None = 10000  # per tokenizer, specials included (word: None keeps every word)
+    tokenizer: Literal["bpe", "word"] = "bpe"  # bpe: byte-level, for raw text; word: for pre-tokenised text
+    vocab_size: Positive | None = 10000  # per tokenizer, specials included (word: None keeps every word)
     joint_vocab: bool = True  # one tokenizer for both sides (needed by model.share_embeddings)
-    min_freq: int = 1  # word: rarer words are <unk>; bpe: rarer merges are not learnt
+    min_freq: Positive = 1  # word: rarer words are <unk>; bpe: rarer merges are not learnt
     lowercase: bool = False
-    max_src_len: int = 128  # tokens; longer training pairs are dropped (counted), longer inputs truncated
-    max_tgt_len: int = 128  # tokens, eos included
-    label_smoothing: float = 0.1
-    beam: int = 5  # beam size for test and `seqlab translate` (1: greedy)
-    length_penalty: float = 1.0  # beam ranks by log-prob / length ** length_penalty
-    max_len_ratio: float = 1.5  # a translation may have max_len_ratio * source tokens + max_len_offset tokens
-    max_len_offset: int = 10
+    max_src_len: Positive = 128  # tokens; longer training pairs are dropped (counted), longer inputs truncated
+    max_tgt_len: Positive = 128  # tokens, eos included
+    label_smoothing: Dropout = 0.1  # the share of each target's probability spread over the vocabulary
+    beam: Positive = 5  # beam size for test and `seqlab translate` (1: greedy)
+    length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty
+    max_len_ratio: PositiveFloat = 1.5  # a translation may have max_len_ratio * source tokens + max_len_offset
+    max_len_offset: Positive = 10
 
     def validate(self) -> None:
-        if self.tokenizer not in ("bpe", "word"):
-            raise ConfigError(f"task.tokenizer must be bpe or word, got {self.tokenizer!r}")
         if self.src == self.tgt:
             raise ConfigError(f"task.src and task.tgt must differ, both are {self.src!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("beam", "max_src_len", "max_tgt_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"task.{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_len_ratio <= 0 or self.max_len_offset < 1:
-            raise ConfigError("task.max_len_ratio must be positive and task.max_len_offset at least 1")
 
 
 @dataclass
