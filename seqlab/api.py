@@ -24,6 +24,7 @@ from seqlab.config import Config, load_yaml, make_config, resolve
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.tasks import TASKS
+from seqlab.tasks.base import Predictor
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
@@ -182,9 +183,7 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
         say(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
             + "  ".join(f"{k} {_show(k, v)}" for k, v in test.items() if k != task.headline))
     say(f"run saved to {run_dir}  ({wall:.1f} s)")
-    example = getattr(task, "example_command", None)
-    if example:
-        say(f"try it: {example(run_dir)}")
+    say(f"try it: {task.predictor(model, run_dir).example_command(run_dir)}")
     return run_dir
 
 
@@ -207,16 +206,22 @@ def _open(run_dir: str | os.PathLike, device: str | None = None, log=None):
 
 
 def _model(task, run_dir: str | os.PathLike, device: torch.device):
+    weights = Path(run_dir) / "model.safetensors"
+    if not weights.is_file() and checkpoint_dirs(Path(run_dir)):
+        raise CheckpointError("the run has checkpoints but no finished weights yet: finish it with "
+                              f"`seqlab train --resume {run_dir}`", path=weights)
     model = task.build_model()
-    load_weights(model, Path(run_dir) / "model.safetensors")
+    load_weights(model, weights)
     return model.to(device).eval()
 
 
-def load(run_dir: str | os.PathLike, device: str | None = None):
-    """The task's predictor for a finished run (classify: `.predict(texts, top_k=1)`)."""
+def load(run_dir: str | os.PathLike, device: str | None = None, model: torch.nn.Module | None = None) -> Predictor:
+    """The task's predictor for a finished run: `.predict(items, **options)` for every task (see its
+    `describe()`). `model`: run another implementation of the run's model (e.g. an ONNX Runtime session)
+    instead of its weights."""
     cfg, dev, task = _open(run_dir, device)
     task.load_artifacts(run_dir)
-    return task.predictor(_model(task, run_dir, dev))
+    return task.predictor(model if model is not None else _model(task, run_dir, dev), run_dir)
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test",
@@ -244,11 +249,15 @@ def info(run_dir: str | os.PathLike) -> dict:
     """What a run is: config, data counts, parameters, results, checkpoints."""
     cfg = read_run_config(run_dir)
     run = Path(run_dir)
+    task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
     return {
         "run_dir": str(run),
         "task": cfg.task,
         "model": cfg.model,
-        "dataset": cfg.dataset or cfg.data.train,
+        "dataset": cfg.dataset or cfg.data.train or f"{task.default_dataset} (the task's default)",
+        "headline": task.headline,  # the metric shown beside the loss
+        "metric": cfg.train.metric or task.default_metric,  # the valid metric that picked the kept weights
+        "intended_use": task.intended_use,
         "config": cfg.to_dict(),
         "summary": _read_summary(run / "summary.json"),
         "checkpoints": [p.name for p in checkpoint_dirs(run)],

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from seqlab.errors import DataError, Interrupted, SeqlabError
 
@@ -88,34 +89,72 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
             print(f"{lab:<{w}} " + " ".join(f"{v:>{w}}" for v in row))
 
 
-def cmd_predict(a: argparse.Namespace) -> None:
+def _load(a: argparse.Namespace, verb: str):
+    """The run's predictor; a SeqlabError when `verb` is not made for it (`seqlab predict` takes any run)."""
     from seqlab import api
 
-    texts = _read_inputs(a.texts, a.file)
-    if a.onnx:
+    if getattr(a, "onnx", False):
         from seqlab.serve.export import load_onnx
 
         predictor = load_onnx(a.run_dir)
     else:
         predictor = api.load(a.run_dir)
-    options = {"explain": True} if a.explain else {}
-    for text, r in zip(texts, predictor.predict(texts, top_k=a.top_k, **options), strict=True):
+    if verb not in ("predict", predictor.verb):
+        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run, which `seqlab {verb}` does not take; "
+                          f"use `seqlab {predictor.verb}`")
+    return predictor
+
+
+def _predict(a: argparse.Namespace, verb: str, items: list, options: dict) -> None:
+    """Predict `items` with the run and print one line (or JSON object) per item; with `--plot-attention`
+    draw each item's attention, with `--explain` print each token's weight."""
+    predictor = _load(a, verb)
+    plot = getattr(a, "plot_attention", None)
+    if plot is not None:
+        from seqlab.report.attention import check_plot_path
+
+        check_plot_path(plot)  # before any work: a bad name is one line, not a traceback after predicting
+    if plot is not None or getattr(a, "explain", False):
+        options["attention"] = True
+    options = {k: v for k, v in options.items() if v is not None}
+    field = "image" if predictor.inputs.kind == "image" else "text"  # the key of the input in --json lines
+    for i, (item, r) in enumerate(zip(items, predictor.predict(items, **options), strict=True), 1):
+        line = predictor.format_text(r)
+        if plot is not None:
+            from seqlab.report.attention import plot_result_attention
+
+            out = Path(plot)
+            if len(items) > 1:  # one picture per item: OUT-1.png, OUT-2.png, ...
+                out = out.with_name(f"{out.stem}-{i}{out.suffix}")
+            picture = predictor.load_input(item) if predictor.inputs.kind == "image" else None
+            plot_result_attention(predictor.attention, r, picture, out, title=line)
+            print(f"seqlab: attention of input {i} written to {out}", file=sys.stderr)
         if a.json:
-            print(json.dumps({"text": text, **r}, ensure_ascii=False))
+            shown = {k: v for k, v in r.items() if plot is None or k not in ("attention", "src_tokens", "tgt_tokens",
+                                                                             "words", "grid")}
+            print(json.dumps({field: str(item), **shown}, ensure_ascii=False))
             continue
-        print(predictor.format_text(r))
-        if a.explain:  # each token, its attention weight and a bar as long as the weight
+        print(line)
+        if getattr(a, "explain", False) and predictor.attention == "tokens":  # each token, its weight, a bar
             width = max((len(tok) for tok, _ in r["attention"]), default=0)
             for tok, w in r["attention"]:
                 print(f"  {tok:<{width}}  {w:.3f}  {'#' * round(w * 40)}")
 
 
-def cmd_generate(a: argparse.Namespace) -> None:
-    from seqlab import api
+def cmd_predict(a: argparse.Namespace) -> None:
+    _predict(a, "predict", _read_inputs(a.texts, a.file), {"top_k": a.top_k})
 
-    predictor = api.load(a.run_dir)
-    if not hasattr(predictor, "stream"):
-        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; generate needs a language model (task=lm)")
+
+def cmd_translate(a: argparse.Namespace) -> None:
+    _predict(a, "translate", _read_inputs(a.texts, a.file), {"beam": a.beam})
+
+
+def cmd_caption(a: argparse.Namespace) -> None:
+    _predict(a, "caption", a.images, {"beam": a.beam})
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    predictor = _load(a, "generate")
     given = {"max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_k": a.top_k,
              "top_p": a.top_p, "seed": a.seed}
     pieces = predictor.stream(a.prompt, **{k: v for k, v in given.items() if v is not None})
@@ -124,53 +163,6 @@ def cmd_generate(a: argparse.Namespace) -> None:
     for piece in pieces:
         print(piece, end="", flush=True)
     print()
-
-
-def cmd_translate(a: argparse.Namespace) -> None:
-    from seqlab import api
-
-    texts = _read_inputs(a.texts, a.file)
-    predictor = api.load(a.run_dir)
-    if not hasattr(predictor, "translate"):
-        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; translate needs task=translate")
-    plot = a.plot_attention is not None
-    if plot:
-        from pathlib import Path
-
-        from seqlab.report.attention import plot_attention
-    results = predictor.translate(texts, beam=a.beam, attention=plot)
-    for i, r in enumerate(results, 1):
-        if plot:
-            out = Path(a.plot_attention)
-            if len(results) > 1:  # one picture per sentence: OUT-1.png, OUT-2.png, ...
-                out = out.with_name(f"{out.stem}-{i}{out.suffix}")
-            plot_attention(r.pop("src_tokens"), r.pop("tgt_tokens"), r.pop("attention"), out,
-                           title=r["translation"])
-            print(f"seqlab: attention of sentence {i} written to {out}", file=sys.stderr)
-        print(json.dumps({"text": texts[i - 1], **r}, ensure_ascii=False) if a.json else r["translation"])
-
-
-def cmd_caption(a: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from seqlab import api
-
-    predictor = api.load(a.run_dir)
-    if not hasattr(predictor, "caption"):
-        raise SeqlabError(f"{a.run_dir} is a {predictor.task_name} run; caption needs task=caption")
-    plot = a.plot_attention is not None
-    results = predictor.caption(a.images, beam=a.beam, attention=plot)
-    for i, (image, r) in enumerate(zip(a.images, results, strict=True), 1):
-        if plot:
-            from seqlab.report.attention import plot_image_attention
-
-            out = Path(a.plot_attention)
-            if len(results) > 1:  # one picture per image: OUT-1.png, OUT-2.png, ...
-                out = out.with_name(f"{out.stem}-{i}{out.suffix}")
-            plot_image_attention(predictor.picture(image), r.pop("words"), r.pop("attention"), r.pop("grid"), out,
-                                 title=r["caption"])
-            print(f"seqlab: attention of image {i} written to {out}", file=sys.stderr)
-        print(json.dumps({"image": image, **r}, ensure_ascii=False) if a.json else r["caption"])
 
 
 def cmd_info(a: argparse.Namespace) -> None:
@@ -243,14 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-bad-rows", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="predict labels for texts")
+    r = sub.add_parser("predict", help="predict with any run: labels, tags, translations, continuations, captions")
     r.add_argument("run_dir")
-    r.add_argument("texts", nargs="*", metavar="TEXT")
-    r.add_argument("--file", help="one text per line")
-    r.add_argument("--top-k", type=int, default=1)
+    r.add_argument("texts", nargs="*", metavar="INPUT", help="texts (or image files, or a prompt) to predict on")
+    r.add_argument("--file", help="one input per line")
+    r.add_argument("--top-k", type=int, help="labels (tags) to return per text, best first (default 1)")
     r.add_argument("--json", action="store_true", help="one JSON object per text")
     r.add_argument("--explain", action="store_true",
                    help="show each token's attention weight (models with attention pooling or [CLS])")
+    r.add_argument("--plot-attention", metavar="OUT.png",
+                   help="draw the model's attention (OUT-1.png, ... for several inputs)")
     r.add_argument("--onnx", action="store_true",
                    help="RUN_DIR is a model.onnx written by `seqlab export`: run it with ONNX Runtime")
     r.set_defaults(func=cmd_predict)

@@ -182,7 +182,7 @@ def test_skip_bad_rows_skips_whole_sentences_and_counts(tmp_path):
 
 def test_skip_bad_rows_with_nothing_good_left(tmp_path):
     path = write(tmp_path, row(2) + "\n" + row("x"))
-    with pytest.raises(DataError, match=r"no sentences in this file \(2 bad ones skipped\)"):
+    with pytest.raises(DataError, match=r"no sentences in this file \(2 bad rows skipped"):
         list(read_conllu(path, skip_bad_rows=True))
 
 

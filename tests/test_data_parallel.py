@@ -88,7 +88,7 @@ def test_read_parallel_nothing_to_read(tmp_path):
     with pytest.raises(DataError, match="no sentence pairs"):
         list(read_parallel(src, tgt))
     src, tgt = write(tmp_path / "g.de", "\n"), write(tmp_path / "g.en", "x\n")
-    with pytest.raises(DataError, match=r"no sentence pairs \(1 bad ones skipped\)"):
+    with pytest.raises(DataError, match=r"no sentence pairs \(1 bad rows skipped"):
         list(read_parallel(src, tgt, skip_bad_rows=True))
 
 

@@ -65,5 +65,5 @@ def test_explain_on_a_model_without_attention_is_a_user_error(tmp_path, capsys):
     run = _train(tmp_path, "cnn", {"model": "cnn", "model.dim": 8, "model.filters": 4})
     assert main(["predict", str(run), "a great film", "--explain"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--explain needs a model with attention" in err and "'cnn'" in err
+    assert len(err.splitlines()) == 1 and "attention (--explain) needs a model with attention" in err and "'cnn'" in err
     assert main(["predict", str(run), "a great film"]) == 0  # without --explain it predicts

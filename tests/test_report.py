@@ -68,7 +68,7 @@ def test_caption_runs_show_captioned_pictures_with_attention(tmp_path):
     run = train_caption(tmp_path)
     write_report([run], tmp_path / "out", examples=2)
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "1. red.png: " in text and "   - references: a red square on grey ." in text
+    assert "1. input: (a picture)" in text and "   - reference: a red square on grey ." in text
     assert is_png(tmp_path / "out" / "caption" / "attention-2.png")
 
 

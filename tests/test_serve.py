@@ -78,11 +78,11 @@ def test_each_task_answers_as_the_python_api(client, runs):
     assert r.json()["results"] == json.loads(json.dumps(seqlab.load(runs["tag-rnn"]).predict(sentences)))
 
     r = client.post("/v1/models/translate/predict", json={"texts": ["ein hund", "der mann hat"], "beam": 1})
-    expected = seqlab.load(runs["translate"]).translate(["ein hund", "der mann hat"], beam=1)
+    expected = seqlab.load(runs["translate"]).predict(["ein hund", "der mann hat"], beam=1)
     assert [x["translation"] for x in r.json()["results"]] == [x["translation"] for x in expected]
 
     r = client.post("/v1/models/lm/predict", json={"prompt": "the cat", "max_new_tokens": 12, "seed": 3})
-    expected = seqlab.load(runs["lm"]).generate("the cat", max_new_tokens=12, seed=3)
+    expected = seqlab.load(runs["lm"]).predict(["the cat"], max_new_tokens=12, seed=3)[0]["text"]
     assert r.json()["results"] == [{"text": expected}]
 
     x, _ = load_digits_arrays()
@@ -101,8 +101,8 @@ def test_caption_answers_an_uploaded_picture_as_the_python_api(tmp_path):
         bad = c.post("/v1/models/caption/predict", files={"image": ("g.png", png(picture), "image/png")},
                      data={"beam": "0"})
     assert r.status_code == 200 and r.json()["task"] == "caption"
-    assert r.json()["results"] == json.loads(json.dumps(seqlab.load(run).caption([picture], beam=1)))
-    assert bad.status_code == 422 and "beam must be in 1..16" in bad.json()["error"]
+    assert r.json()["results"] == json.loads(json.dumps(seqlab.load(run).predict([picture], beam=1)))
+    assert bad.status_code == 422 and "beam must be at least 1, got 0" in bad.json()["error"]
 
 
 def test_streaming_yields_the_same_text_as_non_streaming_with_the_same_seed(client):
@@ -235,7 +235,7 @@ def test_the_openapi_page_documents_every_body_with_an_example(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
     examples = body["application/json"]["examples"]
-    assert set(examples) == {"ClassifyRequest", "TagRequest", "TranslateRequest", "GenerateRequest"}
+    assert set(examples) == {"ClassifyRequest", "TagRequest", "TranslateRequest", "LmRequest"}
     assert all(e["value"] for e in examples.values())
     assert "image" in body["multipart/form-data"]["schema"]["properties"]
     assert client.get("/docs").status_code == 200

@@ -68,11 +68,11 @@ def test_overfits_its_images_and_writes_metrics(run):
     assert test["greedy_bleu4"] == pytest.approx(100.0) and test["greedy_cider"] > 1.0
     assert (run_dir / "tokenizer.json").is_file() and (run_dir / "captions.json").is_file()
     captioner = api.load(run_dir)
-    out = captioner.caption([str(img / f"{c}.jpg") for c in COLORS], beam=1)
+    out = captioner.predict([str(img / f"{c}.jpg") for c in COLORS], beam=1)
     assert [r["caption"] for r in out] == [f"a {c} square on grey" for c in COLORS]
     # batched == one at a time, through the predictor (beam search)
-    batched = captioner.caption([str(img / f"{c}.jpg") for c in COLORS], beam=2)
-    single = [captioner.caption(str(img / f"{c}.jpg"), beam=2)[0] for c in COLORS]
+    batched = captioner.predict([str(img / f"{c}.jpg") for c in COLORS], beam=2)
+    single = [captioner.predict(str(img / f"{c}.jpg"), beam=2)[0] for c in COLORS]
     assert [r["caption"] for r in batched] == [r["caption"] for r in single]
 
 
@@ -105,10 +105,10 @@ def test_caption_for_unknown_image_and_corrupt_jpeg(tmp_path):
 def test_picture_from_bytes_and_arrays(run):
     run_dir, img = run
     captioner = api.load(run_dir)
-    from_file = captioner.picture(str(img / "red.jpg"))
+    from_file = captioner.load_input(str(img / "red.jpg"))
     assert from_file.shape == (16, 16, 3)
-    assert np.array_equal(captioner.picture((img / "red.jpg").read_bytes()), from_file)
+    assert np.array_equal(captioner.load_input((img / "red.jpg").read_bytes()), from_file)
     big = np.asarray(Image.open(img / "red.jpg"))
-    assert captioner.caption([big], beam=1)[0]["caption"] == "a red square on grey"
+    assert captioner.predict([big], beam=1)[0]["caption"] == "a red square on grey"
     with pytest.raises(DataError, match="uploaded image"):
-        captioner.picture(b"not an image")
+        captioner.load_input(b"not an image")

@@ -15,7 +15,7 @@ from seqlab.cli import main
 from seqlab.config import make_config
 from seqlab.data.images import load_digits_arrays
 from seqlab.errors import ConfigError, DataError, LabelError
-from seqlab.tasks.image import ImageTask
+from seqlab.tasks.image import ImageTask, random_shift
 
 SMALL = {"task": "image", "model.channels": [8], "model.hidden": [32], "train.optimizer": "adam",
          "train.lr": 0.01, "train.schedule": "constant", "train.batch_size": 32}
@@ -47,7 +47,7 @@ def test_predict_from_an_image_file_equals_predict_from_the_array(digits_run, tm
     from_file, big = model.predict([str(tmp_path / "five.png"), str(tmp_path / "big.png")], top_k=3)
     assert from_file["label"] == from_array["label"]
     assert from_file["probability"] == pytest.approx(from_array["probability"], abs=1e-6)
-    assert len(big["top_k"]) == 3 and big["label"] in model.labels
+    assert len(big["top_k"]) == 3 and big["label"] in model.labels()
     assert main(["predict", str(digits_run), str(tmp_path / "five.png")]) == 0
     label, p = capsys.readouterr().out.strip().split("\t")
     assert label == from_array["label"] and float(p) == pytest.approx(from_array["probability"], abs=1e-4)
@@ -75,7 +75,7 @@ def test_shift_moves_every_image_by_at_most_s_pixels():
     torch.manual_seed(0)
     x = torch.zeros(64, 1, 7, 7)
     x[:, 0, 3, 3] = 1.0
-    out = ImageTask.shift(x, 2)
+    out = random_shift(x, 2)
     assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 1)
     where = out[:, 0].flatten(1).argmax(1)
     rows, cols = where // 7, where % 7
@@ -135,7 +135,7 @@ def test_image_folders_with_class_names_and_resizing(tmp_path, capsys):
         seqlab.train(None, over, out=tmp_path / "r1", quiet=True)
     run = seqlab.train(None, {**over, "task.size": 8}, out=tmp_path / "r2", quiet=True)
     model = seqlab.load(run)
-    assert model.labels == ["column", "row"] and model.task.shape == (3, 8, 8)
+    assert model.labels() == ["column", "row"] and model.task.shape == (3, 8, 8)
     capsys.readouterr()
     assert main(["evaluate", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 10
@@ -147,7 +147,7 @@ def test_image_folders_with_class_names_and_resizing(tmp_path, capsys):
 def test_unknown_dataset_and_format_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown image dataset 'mnist'"):
         seqlab.train(None, {"task": "image", "dataset": "mnist"}, out=tmp_path / "a", quiet=True)
-    with pytest.raises(ConfigError, match="data.format must be one of auto, idx, folder"):
+    with pytest.raises(ConfigError, match="data.format must be one of auto, folder, idx"):
         seqlab.train(None, {"task": "image", "data.format": "csv"}, out=tmp_path / "b", quiet=True)
     with pytest.raises(ConfigError, match="task.normalize"):
         make_config(None, {"task": "image", "task.normalize": "zscore"})

@@ -192,11 +192,11 @@ def test_word_level_perplexity_and_eos_lines(tmp_path):
     assert rep["perplexity"] == pytest.approx(math.exp(rep["loss"]))
     assert rep["perplexity"] < 6  # 20-odd word types, very regular text
     model = seqlab.load(run)
-    text = model.generate("the cat", max_new_tokens=40, temperature=0)
+    text = model.predict(["the cat"], max_new_tokens=40, temperature=0)[0]["text"]
     assert text.startswith(" sat on the ") and "\n" in text  # <eos> ends a line
     assert set(text.split()) <= set(" ".join(VERSE).split())
     with pytest.warns(UserWarning, match="zebra"):
-        model.generate("the zebra", max_new_tokens=3, seed=0)  # an unknown word reads as <unk>
+        model.predict(["the zebra"], max_new_tokens=3, seed=0)  # an unknown word reads as <unk>
 
 
 def test_transformer_run_and_kv_cache_generation_equals_recompute(transformer_run):
@@ -317,7 +317,7 @@ def test_generate_cli_bad_options_and_runs(char_run, tmp_path, capsys):
     seqlab.train(None, {**tiny_classification(tmp_path), "train.epochs": 1, "model.dim": 8},
                  out=tmp_path / "cls", quiet=True)
     assert main(["generate", str(tmp_path / "cls"), "--prompt", "the"]) == 2
-    assert "needs a language model" in capsys.readouterr().err
+    assert "which `seqlab generate` does not take; use `seqlab predict`" in capsys.readouterr().err
 
 
 def test_mismatched_checkpoint_is_a_clear_error(char_run, tmp_path):
@@ -347,7 +347,7 @@ def test_bpe_streaming_never_splits_a_character(tmp_path, monkeypatch):
     seqlab.train(small_rnn(path, **{"task.tokenizer": "bpe", "task.vocab_size": 300}), out=run, quiet=True)
     model = seqlab.load(run)
     pieces = list(model.stream("caf", max_new_tokens=50, seed=1))
-    assert "".join(pieces) == model.generate("caf", max_new_tokens=50, seed=1)
+    assert "".join(pieces) == model.predict(["caf"], max_new_tokens=50, seed=1)[0]["text"]
     tk = TextTokenizer.load(run / "tokenizer.json")
     e_acute = [tk.token_to_id("Ã"), tk.token_to_id("©")]  # the bytes C3 A9 of "é", in GPT-2's byte alphabet
     assert tk.decode(e_acute) == "é"

@@ -81,7 +81,7 @@ def test_translate_cli_texts_file_beam_json_and_attention_plot(run, tmp_path, ca
 
 def test_the_predictor_returns_attention_over_the_source(run):
     translator = seqlab.load(run)
-    (r,) = translator.translate(["Ein hund hat ein gross haus."], beam=2, attention=True)
+    (r,) = translator.predict(["Ein hund hat ein gross haus."], beam=2, attention=True)
     assert r["translation"] == "A dog has a big house."
     assert len(r["attention"]) == len(r["tgt_tokens"]) and len(r["attention"][0]) == len(r["src_tokens"]) == 6
     assert all(abs(sum(row) - 1) < 1e-4 for row in r["attention"])
@@ -125,5 +125,5 @@ def test_separate_vocabularies_and_the_rnn_model(tmp_path):
                        out=tmp_path / "run", quiet=True)
     assert (out / "tokenizer.src.json").is_file() and (out / "tokenizer.tgt.json").is_file()
     assert not (out / "tokenizer.json").exists()
-    (r,) = seqlab.load(out).translate("Ein mann sieht ein rot haus.", beam=2)
+    (r,) = seqlab.load(out).predict("Ein mann sieht ein rot haus.", beam=2)
     assert isinstance(r["translation"], str)

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from seqlab.data.images import IMAGE_EXTENSIONS, load_image
 from seqlab.data.io import read_lines
-from seqlab.data.readers import ReadStats
+from seqlab.data.readers import ReadStats, checked
 from seqlab.errors import DataError
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "dev": "val", "test": "test"}
@@ -49,14 +49,6 @@ class CaptionedImage:
     split: str | None  # train | val | test, or None when the file does not say
 
 
-def _fail(error: DataError, skip_bad_rows: bool, stats: ReadStats | None) -> None:
-    """Raise `error`, or count it when bad rows are skipped."""
-    if not skip_bad_rows:
-        raise error
-    if stats is not None:
-        stats.record(error)
-
-
 def _lines(path: str | os.PathLike, encoding: str):
     """(line number, text) of a text file, a DataError at the first undecodable or overlong line."""
     for number, line, problem in read_lines(path, encoding=encoding):
@@ -65,42 +57,47 @@ def _lines(path: str | os.PathLike, encoding: str):
         yield number, line
 
 
+def _jsonl_row(line: str, path: str | os.PathLike, number: int) -> CaptionedImage:
+    """One `{"image", "captions", "split"}` line; DataError when it is not one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg})", path=path, line=number) from None
+    if not isinstance(row, dict):
+        raise DataError("a line must hold a JSON object", path=path, line=number)
+    image, captions, split = row.get("image"), row.get("captions"), row.get("split")
+    if not isinstance(image, str) or not image.strip():
+        raise DataError('missing "image" (a file name)', path=path, line=number)
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+        raise DataError(f'"captions" of {image} must be a non-empty list of strings', path=path, line=number)
+    if any(not c.strip() for c in captions):
+        raise DataError(f"empty caption for {image}", path=path, line=number)
+    if split is not None and split not in SPLIT_NAMES:
+        raise DataError(f"unknown split {split!r} for {image} (train, val or test)", path=path, line=number)
+    return CaptionedImage(image, [c.strip() for c in captions], None if split is None else SPLIT_NAMES[split])
+
+
 def read_captions_jsonl(path: str | os.PathLike, *, encoding: str = "utf-8", skip_bad_rows: bool = False,
                         stats: ReadStats | None = None) -> list[CaptionedImage]:
-    """Read `{"image", "captions": [...], "split"}` lines (blank lines ignored)."""
-    out: list[CaptionedImage] = []
-    seen: set[str] = set()
-    for number, line in _lines(path, encoding):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise DataError("a line must hold a JSON object", path=path, line=number)
-            image, captions, split = row.get("image"), row.get("captions"), row.get("split")
-            if not isinstance(image, str) or not image.strip():
-                raise DataError('missing "image" (a file name)', path=path, line=number)
-            if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-                raise DataError(f'"captions" of {image} must be a non-empty list of strings', path=path,
-                                line=number)
-            if any(not c.strip() for c in captions):
-                raise DataError(f"empty caption for {image}", path=path, line=number)
-            if split is not None and split not in SPLIT_NAMES:
-                raise DataError(f"unknown split {split!r} for {image} (train, val or test)", path=path,
-                                line=number)
-            if image in seen:
-                raise DataError(f"{image} appears twice", path=path, line=number)
-        except json.JSONDecodeError as e:
-            _fail(DataError(f"not valid JSON ({e.msg})", path=path, line=number), skip_bad_rows, stats)
-            continue
-        except DataError as e:
-            _fail(e, skip_bad_rows, stats)
-            continue
-        seen.add(image)
-        out.append(CaptionedImage(image, [c.strip() for c in captions], None if split is None else SPLIT_NAMES[split]))
-    if stats is not None:
-        stats.rows += len(out)
-    return out
+    """Read `{"image", "captions": [...], "split"}` lines (blank lines ignored; an image named twice is an
+    error)."""
+
+    def rows() -> Iterator[CaptionedImage | DataError]:
+        seen: set[str] = set()
+        for number, line in _lines(path, encoding):
+            if not line.strip():
+                continue
+            try:
+                row = _jsonl_row(line, path, number)
+                if row.image in seen:
+                    raise DataError(f"{row.image} appears twice", path=path, line=number)
+            except DataError as e:
+                yield e
+                continue
+            seen.add(row.image)
+            yield row
+
+    return list(checked(rows(), path, skip_bad_rows, stats, what="captioned images"))
 
 
 def read_flickr8k_tokens(path: str | os.PathLike, *, encoding: str = "utf-8", skip_bad_rows: bool = False,
@@ -115,34 +112,29 @@ def read_flickr8k_tokens(path: str | os.PathLike, *, encoding: str = "utf-8", sk
             raise DataError(f"the split list {name} is not beside the token file", path=list_path)
         lists[split] = [(line.strip(), n) for n, line in _lines(list_path, encoding) if line.strip()]
     split_of = {image: split for split, names in lists.items() for image, _ in names}
-    captions: dict[str, list[str]] = {}
-    for number, line in _lines(path, encoding):
-        if not line.strip():
-            continue
-        key, tab, caption = line.partition("\t")
-        image = key.rsplit("#", 1)[0].strip()
-        try:
-            if not tab or "#" not in key:
-                raise DataError("expected image.jpg#i<TAB>caption", path=path, line=number)
-            if not caption.strip():
-                raise DataError(f"empty caption for {image}", path=path, line=number)
-        except DataError as e:
-            _fail(e, skip_bad_rows, stats)
-            continue
-        if image not in split_of:  # in no split list (the original's orphan `...jpg.1`): left out
-            continue
-        captions.setdefault(image, []).append(caption.strip())
-    out = []
-    for split, names in lists.items():
-        for image, number in names:
-            if image not in captions:
-                _fail(DataError(f"{image} has no captions in {path.name}", path=path.with_name(FLICKR8K_LISTS[split]),
-                                line=number), skip_bad_rows, stats)
+
+    def rows() -> Iterator[CaptionedImage | DataError]:
+        captions: dict[str, list[str]] = {}
+        for number, line in _lines(path, encoding):
+            if not line.strip():
                 continue
-            out.append(CaptionedImage(image, captions[image], split))
-    if stats is not None:
-        stats.rows += len(out)
-    return out
+            key, tab, caption = line.partition("\t")
+            image = key.rsplit("#", 1)[0].strip()
+            if not tab or "#" not in key:
+                yield DataError("expected image.jpg#i<TAB>caption", path=path, line=number)
+            elif not caption.strip():
+                yield DataError(f"empty caption for {image}", path=path, line=number)
+            elif image in split_of:  # in no split list (the original's orphan `...jpg.1`): left out
+                captions.setdefault(image, []).append(caption.strip())
+        for split, names in lists.items():
+            for image, number in names:
+                if image in captions:
+                    yield CaptionedImage(image, captions[image], split)
+                else:
+                    yield DataError(f"{image} has no captions in {path.name}",
+                                    path=path.with_name(FLICKR8K_LISTS[split]), line=number)
+
+    return list(checked(rows(), path, skip_bad_rows, stats, what="captioned images"))
 
 
 class ImageSource:
@@ -194,7 +186,10 @@ class ImageSource:
                         f = tar.extractfile(self.members[name])
                         image = load_image(f.read(), size, name=self.where(name))
                 except DataError as e:
-                    _fail(e, skip_bad, stats)
+                    if not skip_bad:
+                        raise
+                    if stats is not None:
+                        stats.record(e)
                     ok[i] = False
                     continue
                 images[i] = image.transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from seqlab.data.io import read_lines
-from seqlab.data.readers import ReadStats
+from seqlab.data.readers import ReadStats, checked
 from seqlab.errors import ConfigError, DataError
 
 FIELDS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
@@ -149,23 +149,15 @@ def _parse_tagged(block: Block, path: str | os.PathLike) -> Sentence:
 def _read(path: str | os.PathLike, encoding: str, parse: Callable[[Block], Sentence], skip_bad_rows: bool,
           stats: ReadStats | None) -> Iterator[Sentence]:
     """Parse each block lazily; a bad sentence raises, or with `skip_bad_rows` is skipped and counted."""
-    stats = ReadStats() if stats is None else stats
-    read = skipped = 0
-    for block in _blocks(path, encoding):
-        try:
-            sentence = parse(block)
-        except DataError as e:
-            if not skip_bad_rows:
-                raise
-            skipped += 1
-            stats.record(e)
-            continue
-        read += 1
-        stats.rows += 1
-        yield sentence
-    if read == 0:
-        why = f" ({skipped} bad ones skipped)" if skipped else ""
-        raise DataError(f"no sentences in this file{why}", path)
+
+    def sentences() -> Iterator[Sentence | DataError]:
+        for block in _blocks(path, encoding):
+            try:
+                yield parse(block)
+            except DataError as e:
+                yield e
+
+    return checked(sentences(), path, skip_bad_rows, stats, what="sentences in this file")
 
 
 def read_conllu(path: str | os.PathLike, column: str = "upos", encoding: str = "utf-8",

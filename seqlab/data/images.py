@@ -27,6 +27,18 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".pgm", ".ppm", ".t
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def channel_stats(images: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """images: (N, C, H, W) uint8 (possibly memory-mapped: read in chunks) -> per-channel mean and standard
+    deviation (C,) of the pixels scaled to [0, 1] (the std at least 1e-6)."""
+    sums = np.zeros((2, images.shape[1]))
+    for i in range(0, len(images), chunk):
+        x = np.asarray(images[i: i + chunk], dtype=np.float64) / 255.0
+        sums += [x.sum(axis=(0, 2, 3)), (x**2).sum(axis=(0, 2, 3))]
+    n = len(images) * images.shape[2] * images.shape[3]
+    mean = sums[0] / n
+    return mean, np.sqrt(np.maximum(sums[1] / n - mean**2, 1e-12))
+
+
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), no download needed.
 

@@ -19,7 +19,7 @@ from itertools import zip_longest
 from typing import NamedTuple
 
 from seqlab.data.io import DEFAULT_MAX_LINE_CHARS, read_lines
-from seqlab.data.readers import ReadStats
+from seqlab.data.readers import ReadStats, checked
 from seqlab.errors import DataError
 
 
@@ -64,7 +64,7 @@ def read_parallel(
                 )
             yield _pair(src, src_path, tgt, tgt_path)
 
-    return _collect(rows(), src_path, skip_bad_rows, stats)
+    return checked(rows(), src_path, skip_bad_rows, stats, what="sentence pairs")
 
 
 def read_parallel_tsv(
@@ -93,7 +93,7 @@ def read_parallel_tsv(
                 else:
                     yield _pair((number, fields[0], None), path, (number, fields[1], None), path)
 
-    return _collect(rows(), path, skip_bad_rows, stats)
+    return checked(rows(), path, skip_bad_rows, stats, what="sentence pairs")
 
 
 def _pair(
@@ -114,23 +114,3 @@ def _pair(
     return Pair(sentences[0], sentences[1], src[0])
 
 
-def _collect(
-    rows: Iterator[Pair | DataError], path: str | os.PathLike, skip_bad_rows: bool, stats: ReadStats | None
-) -> Iterator[Pair]:
-    """Yield the good pairs of `rows`, counted in `stats`; a bad one raises its DataError or, with
-    `skip_bad_rows`, is skipped and counted. A file without a single good pair is an error."""
-    stats = ReadStats() if stats is None else stats
-    read = skipped = 0
-    for row in rows:
-        if isinstance(row, DataError):
-            if not skip_bad_rows:
-                raise row
-            skipped += 1
-            stats.record(row)
-            continue
-        read += 1
-        stats.rows += 1
-        yield row
-    if read == 0:
-        why = f" ({skipped} bad ones skipped)" if skipped else ""
-        raise DataError(f"no sentence pairs{why}", path)

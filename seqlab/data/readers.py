@@ -12,16 +12,18 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, islice
-from typing import NamedTuple
+from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 from seqlab.data.io import DEFAULT_MAX_LINE_CHARS, read_lines
 from seqlab.errors import ConfigError, DataError
 
 Lines = Iterator[tuple[int, str, str | None]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -243,104 +245,84 @@ def _jsonl_labels(value) -> tuple[str, ...] | str:
     return tuple(labels) if labels else "empty label list"
 
 
-def _read_jsonl(lines: Lines, path: str, max_line_chars: int, *, text_key: str = "text",
-                label_key: str = "label") -> Iterator[TextExample | _Bad]:
+def _line_format(parse: Callable[..., TextExample | _Bad]) -> Callable[..., Iterator[TextExample | _Bad]]:
+    """A reader of a format with one example per line, from `parse(number, line, **options)`: bad lines
+    (undecodable, NUL, overlong) are `_Bad`, blank lines are skipped."""
+
+    def reader(lines: Lines, path: str, max_line_chars: int, **options) -> Iterator[TextExample | _Bad]:
+        for number, line, problem in lines:
+            if problem:
+                yield _Bad(number, problem)
+            elif line.strip():
+                yield parse(number, line, **options)
+
+    reader.parse = parse  # whose keyword-only parameters are the format's options
+    return reader
+
+
+def _jsonl(number: int, line: str, *, text_key: str = "text", label_key: str = "label") -> TextExample | _Bad:
     """One JSON object per line (IMDB: `{"label": "pos", "text": ...}`); the text is kept as is."""
-    for number, line, problem in lines:
-        if problem:
-            yield _Bad(number, problem)
-            continue
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield _Bad(number, f"invalid JSON ({e.msg} at column {e.colno})")
-            continue
-        except RecursionError:
-            yield _Bad(number, "invalid JSON (nested too deeply)")
-            continue
-        if not isinstance(obj, dict):
-            yield _Bad(number, "expected a JSON object per line")
-        elif text_key not in obj:
-            yield _Bad(number, f"missing key {text_key!r} (text_key)")
-        elif label_key not in obj:
-            yield _Bad(number, f"missing key {label_key!r} (label_key)")
-        elif not isinstance(text := obj[text_key], str):
-            yield _Bad(number, f"{text_key!r} must be a string")
-        elif not text.strip():
-            yield _Bad(number, "empty text")
-        elif _SURROGATE.search(text):
-            yield _Bad(number, "text contains an unpaired surrogate (\\udxxx) escape")
-        elif isinstance(labels := _jsonl_labels(obj[label_key]), str):
-            yield _Bad(number, labels)
-        else:
-            yield TextExample(text, labels, number)
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return _Bad(number, f"invalid JSON ({e.msg} at column {e.colno})")
+    except RecursionError:
+        return _Bad(number, "invalid JSON (nested too deeply)")
+    if not isinstance(obj, dict):
+        return _Bad(number, "expected a JSON object per line")
+    if text_key not in obj:
+        return _Bad(number, f"missing key {text_key!r} (text_key)")
+    if label_key not in obj:
+        return _Bad(number, f"missing key {label_key!r} (label_key)")
+    if not isinstance(text := obj[text_key], str):
+        return _Bad(number, f"{text_key!r} must be a string")
+    if not text.strip():
+        return _Bad(number, "empty text")
+    if _SURROGATE.search(text):
+        return _Bad(number, "text contains an unpaired surrogate (\\udxxx) escape")
+    if isinstance(labels := _jsonl_labels(obj[label_key]), str):
+        return _Bad(number, labels)
+    return TextExample(text, labels, number)
 
 
-def _read_fasttext(lines: Lines, path: str, max_line_chars: int, *,
-                   label_prefix: str = "__label__") -> Iterator[TextExample | _Bad]:
+def _fasttext(number: int, line: str, *, label_prefix: str = "__label__") -> TextExample | _Bad:
     """fastText's format: every whitespace-separated token starting with `label_prefix` is a label (as in
     fastText, wherever it stands); the other tokens, joined by single spaces, are the text."""
     if not label_prefix:
-        raise ConfigError("label_prefix must not be empty", path)
-    cut = len(label_prefix)
-    for number, line, problem in lines:
-        if problem:
-            yield _Bad(number, problem)
-            continue
-        tokens = line.split()
-        if not tokens:
-            continue
-        labels = tuple(t[cut:] for t in tokens if t.startswith(label_prefix))
-        words = [t for t in tokens if not t.startswith(label_prefix)]
-        if not labels:
-            yield _Bad(number, f"no label (no token starts with {label_prefix!r})")
-        elif "" in labels:
-            yield _Bad(number, f"empty label (a bare {label_prefix!r})")
-        elif not words:
-            yield _Bad(number, "empty text")
-        else:
-            yield TextExample(" ".join(words), labels, number)
+        raise ConfigError("label_prefix must not be empty")
+    tokens = line.split()
+    labels = tuple(t[len(label_prefix):] for t in tokens if t.startswith(label_prefix))
+    words = [t for t in tokens if not t.startswith(label_prefix)]
+    if not labels:
+        return _Bad(number, f"no label (no token starts with {label_prefix!r})")
+    if "" in labels:
+        return _Bad(number, f"empty label (a bare {label_prefix!r})")
+    if not words:
+        return _Bad(number, "empty text")
+    return TextExample(" ".join(words), labels, number)
 
 
-def _read_labeltext(lines: Lines, path: str, max_line_chars: int) -> Iterator[TextExample | _Bad]:
+def _labeltext(number: int, line: str) -> TextExample | _Bad:
     """`label<TAB>text`, one per line; the label may contain spaces."""
-    for number, line, problem in lines:
-        if problem:
-            yield _Bad(number, problem)
-            continue
-        if not line.strip():
-            continue
-        label, tab, text = line.partition("\t")
-        if not tab:
-            yield _Bad(number, "expected label<TAB>text (no tab)")
-        elif (label := _label(label)) is None:
-            yield _Bad(number, "empty label")
-        elif not (text := text.strip()):
-            yield _Bad(number, "empty text")
-        else:
-            yield TextExample(text, (label,), number)
+    label, tab, text = line.partition("\t")
+    if not tab:
+        return _Bad(number, "expected label<TAB>text (no tab)")
+    if (label := _label(label)) is None:
+        return _Bad(number, "empty label")
+    if not (text := text.strip()):
+        return _Bad(number, "empty text")
+    return TextExample(text, (label,), number)
 
 
-def _read_trec(
-    lines: Lines, path: str, max_line_chars: int, *, fine: bool = False
-) -> Iterator[TextExample | _Bad]:
+def _trec(number: int, line: str, *, fine: bool = False) -> TextExample | _Bad:
     """TREC question classification: `COARSE:fine question ...`; the label is `COARSE` (or `COARSE:fine`)."""
-    for number, line, problem in lines:
-        if problem:
-            yield _Bad(number, problem)
-            continue
-        if not line.strip():
-            continue
-        head, _, text = line.strip().partition(" ")
-        coarse, colon, detail = head.partition(":")
-        if not (coarse and colon and detail):
-            yield _Bad(number, f"expected 'COARSE:fine question ...', got label {head[:40]!r}")
-        elif not (text := text.strip()):
-            yield _Bad(number, "empty text")
-        else:
-            yield TextExample(text, (head if fine else coarse,), number)
+    head, _, text = line.strip().partition(" ")
+    coarse, colon, detail = head.partition(":")
+    if not (coarse and colon and detail):
+        return _Bad(number, f"expected 'COARSE:fine question ...', got label {head[:40]!r}")
+    if not (text := text.strip()):
+        return _Bad(number, "empty text")
+    return TextExample(text, (head if fine else coarse,), number)
 
 
 _FORMATS: dict[str, Callable[..., Iterator[TextExample | _Bad]]] = {
@@ -348,27 +330,54 @@ _FORMATS: dict[str, Callable[..., Iterator[TextExample | _Bad]]] = {
     # sentences contain bare quote characters.
     "csv": partial(_read_delimited, delimiter=",", quoting="minimal"),
     "tsv": partial(_read_delimited, delimiter="\t", quoting="none"),
-    "jsonl": _read_jsonl,
-    "fasttext": _read_fasttext,
-    "labeltext": _read_labeltext,
-    "trec": _read_trec,
+    "jsonl": _line_format(_jsonl),
+    "fasttext": _line_format(_fasttext),
+    "labeltext": _line_format(_labeltext),
+    "trec": _line_format(_trec),
 }
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".label": "trec"}
+TEXT_FORMATS = tuple(_FORMATS)  # what `read` takes (and conllu/tagged, which it hands to seqlab.data.conllu)
 
 
-def detect_format(path: str | os.PathLike, encoding: str = "utf-8", label_prefix: str = "__label__") -> str:
-    """The format `read(format="auto")` uses: by extension (a trailing `.gz` ignored); a `.txt` file is
-    fasttext when its first non-empty line starts with `label_prefix`, else labeltext."""
+def _suffix(*endings: str) -> Callable[[str, Path, str, str], bool]:
+    return lambda name, path, encoding, prefix: name.endswith(endings)
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    return next((text for _, text, _ in read_lines(path, encoding) if text.strip()), "")
+
+
+# How each format of every task is recognised from its path (a `.gz` ending ignored): the one format
+# detection of seqlab. A task lists the formats it reads, most specific first; the first that claims the
+# path wins. `tagged` and `text` claim anything: each is the last (or only) format of its task.
+CLAIMS: dict[str, Callable[[str, Path, str, str], bool]] = {
+    "csv": _suffix(".csv"),
+    "tsv": _suffix(".tsv"),
+    "jsonl": _suffix(".jsonl", ".ndjson"),
+    "trec": _suffix(".label"),
+    "fasttext": lambda name, path, encoding, prefix: name.endswith(".txt")
+    and _first_line(path, encoding).lstrip().startswith(prefix),
+    "labeltext": _suffix(".txt"),
+    "conllu": _suffix(".conllu"),
+    "flickr8k": _suffix(".token.txt"),
+    "folder": lambda name, path, encoding, prefix: path.is_dir(),
+    "idx": lambda name, path, encoding, prefix: "idx" in Path(name).name and not path.is_dir(),
+    "tagged": lambda *_: True,
+    "text": lambda *_: True,
+    "parallel": lambda name, path, encoding, prefix: not path.is_file(),  # the prefix of PATH.<src>, PATH.<tgt>
+}
+
+
+def detect_format(path: str | os.PathLike, formats: Sequence[str] = TEXT_FORMATS, encoding: str = "utf-8",
+                  label_prefix: str = "__label__") -> str:
+    """The first of `formats` that claims `path` (see CLAIMS): by its ending, a `.txt` file being fasttext
+    when its first non-empty line starts with `label_prefix` (else labeltext), a folder, an IDX file...
+    ConfigError when none does."""
     name = os.fspath(path).lower().removesuffix(".gz")
-    ext = os.path.splitext(name)[1]
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
-    if ext == ".txt":
-        first = next((text for _, text, _ in read_lines(path, encoding) if text.strip()), "")
-        return "fasttext" if first.lstrip().startswith(label_prefix) else "labeltext"
-    raise ConfigError(
-        f"cannot tell the format from the extension {ext or '(none)'!r}; set data.format to one of "
-        f"{sorted(_FORMATS)}", path)
+    for fmt in formats:
+        if CLAIMS[fmt](name, Path(path), encoding, label_prefix):
+            return fmt
+    raise ConfigError(f"cannot tell the format from the name {Path(path).name!r}; set data.format to one of "
+                      f"{', '.join(formats)}", path)
 
 
 def read(
@@ -391,7 +400,7 @@ def read(
     skipped. A file without any example raises `DataError("no examples")`. Unknown formats or options
     raise `ConfigError` at once; file errors surface on iteration."""
     if format == "auto":
-        format = detect_format(path, encoding, options.get("label_prefix", "__label__"))
+        format = detect_format(path, (*TEXT_FORMATS, "conllu"), encoding, options.get("label_prefix", "__label__"))
     if format in ("conllu", "tagged"):  # sentences of tagged tokens (seqlab.data.conllu imports this module)
         from seqlab.data import conllu
 
@@ -400,31 +409,35 @@ def read(
     if format not in _FORMATS:
         raise ConfigError(f"unknown data format {format!r}; choices: {sorted(_FORMATS)}")
     parser = _FORMATS[format]
-    accepted = [p.name for p in inspect.signature(parser).parameters.values() if p.kind == p.KEYWORD_ONLY]
+    accepted = [p.name for p in inspect.signature(getattr(parser, "parse", parser)).parameters.values()
+                if p.kind == p.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for format {format!r}; it takes {accepted or 'none'}")
     if not isinstance(max_line_chars, int) or max_line_chars < 1:
         raise ConfigError(f"max_line_chars must be a positive integer, got {max_line_chars!r}")
     items = parser(read_lines(path, encoding, max_line_chars), os.fspath(path), max_line_chars, **options)
-    return _checked(items, path, skip_bad_rows, stats if stats is not None else ReadStats())
+    return checked(items, path, skip_bad_rows, stats)
 
 
-def _checked(
-    items: Iterable[TextExample | _Bad], path, skip_bad_rows: bool, stats: ReadStats
-) -> Iterator[TextExample]:
-    """Raise or skip-and-count the bad rows; raise "no examples" when nothing good came."""
-    found = 0
+def checked(items: Iterable[T | _Bad | DataError], path: str | os.PathLike, skip_bad_rows: bool = False,
+            stats: ReadStats | None = None, what: str = "examples") -> Iterator[T]:
+    """The one bad-row mechanism of every reader: a parser yields its items, or for a bad row a DataError
+    (or `_Bad(line, message)` of this file); here a bad row raises, or with `skip_bad_rows` is skipped and
+    counted in `stats`. A file that gave nothing good raises `DataError(f"no {what}")`."""
+    stats = ReadStats() if stats is None else stats
+    found = skipped = 0
     for item in items:
-        if isinstance(item, _Bad):
-            error = DataError(item.message, path, item.line)
+        if isinstance(item, (_Bad, DataError)):
+            error = DataError(item.message, path, item.line) if isinstance(item, _Bad) else item
             if not skip_bad_rows:
                 raise error
+            skipped += 1
             stats.record(error)
             continue
         found += 1
         stats.rows += 1
         yield item
     if found == 0:
-        why = f" ({stats.skipped} bad rows skipped; first: {stats.first_errors[0]})" if stats.skipped else ""
-        raise DataError(f"no examples{why}", path)
+        why = f" ({skipped} bad rows skipped; first: {stats.first_errors[0]})" if skipped else ""
+        raise DataError(f"no {what}{why}", path)

@@ -55,9 +55,6 @@ class CNNClassifier(nn.Module):
         """Batches are at least as long as the widest filter."""
         return max(cfg.widths)
 
-    def load_pretrained(self, path: str, itos: list[str], freeze: bool = False) -> dict[str, int]:
-        return self.embedding.load_pretrained(path, itos, freeze)
-
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = padding_mask(lengths, tokens.size(1))  # (B, T), True at padding
         features = self.conv(self.embedding(tokens), mask)  # (B, len(widths) * filters)

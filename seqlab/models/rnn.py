@@ -66,9 +66,6 @@ class RNNClassifier(nn.Module):
         """Whether the model has attention weights over its tokens to show."""
         return self.pool is not None
 
-    def load_pretrained(self, path: str, itos: list[str], freeze: bool = False) -> dict[str, int]:
-        return self.embedding.load_pretrained(path, itos, freeze)
-
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

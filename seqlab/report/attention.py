@@ -65,3 +65,33 @@ def plot_image_attention(image: np.ndarray, words: Sequence[str], weights: Seque
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def check_plot_path(path: str | os.PathLike) -> Path:
+    """A picture file to write: a suffix matplotlib writes (ConfigError otherwise); its folder is created."""
+    from seqlab.errors import ConfigError
+
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(f"a picture's name must end in {', '.join(PLOT_SUFFIXES)}", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the folder ({e.strerror})", path=path.parent) from None
+    return path
+
+
+def plot_result_attention(kind: str, result: dict, picture: np.ndarray | None, path: str | os.PathLike,
+                          title: str) -> Path:
+    """Draw the attention a predictor returned (`Predictor.attention`: `alignment` for output x input tokens,
+    `image` for each word over the picture, `tokens` for one weight per input token)."""
+    if kind == "alignment":
+        return plot_attention(result["src_tokens"], result["tgt_tokens"], result["attention"], path, title=title)
+    if kind == "image":
+        return plot_image_attention(picture, result["words"], result["attention"], tuple(result["grid"]), path,
+                                    title=title)
+    tokens = [t for t, _ in result["attention"]]
+    return plot_attention(tokens, ["weight"], [[w for _, w in result["attention"]]], path, title=title)

@@ -9,16 +9,6 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INTENDED = {
-    "classify": "Assigning one of the labels it was trained on to a short text of the same kind and language "
-                "as its training data (e.g. the sentiment of a review, the topic of a news item).",
-    "tag": "Tagging each word of a tokenised sentence of the training treebank's language and genre (e.g. "
-           "part of speech), as input to further analysis.",
-    "translate": "Translating short sentences of the training corpus's domain between its two languages.",
-    "lm": "Scoring and generating text in the style of its training text; a teaching model, not a source of "
-          "facts.",
-    "image": "Classifying small images like its training images (same size, channels and kind of content).",
-}
 LIMITS = [
     "It knows only its training data: other domains, languages, spellings and lengths (texts are cut at "
     "`task.max_len` where set) are not covered, and its scores there are unknown.",
@@ -43,6 +33,7 @@ class RunFacts:
     records: list[dict]  # metrics.jsonl
     metric: str  # the metric plotted and compared (the one that picks the checkpoint, or the headline)
     headline: str  # the task's main test metric
+    intended_use: str  # what the task's models are for
     split_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> scalar metrics
 
 
@@ -104,7 +95,7 @@ def model_card(run: RunFacts) -> str:
         "",
         "## Intended use",
         "",
-        INTENDED.get(run.task, "As its task describes."),
+        run.intended_use,
         "",
         "## Limits",
         "",

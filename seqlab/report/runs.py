@@ -23,11 +23,8 @@ from matplotlib.ticker import MaxNLocator
 
 from seqlab import api
 from seqlab.errors import SeqlabError
-from seqlab.report.attention import plot_attention, plot_image_attention
+from seqlab.report.attention import plot_result_attention
 from seqlab.report.card import RunFacts, model_card
-from seqlab.tasks import TASKS
-
-CONFUSION_TASKS = ("classify", "tag", "image")
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -56,13 +53,11 @@ def run_facts(run_dir: str | os.PathLike, name: str) -> RunFacts:
     """Everything the report says about a run that needs no model: config, summary, metrics per split."""
     about = api.info(run_dir)
     cfg = api.read_run_config(run_dir)
-    task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
-    headline = task.headline
-    metric = cfg.train.metric or task.default_metric
-    metric = headline if metric == "loss" else metric
+    headline = about["headline"]
+    metric = headline if about["metric"] == "loss" else about["metric"]
     records = read_metrics(Path(run_dir) / "metrics.jsonl")
     facts = RunFacts(name, Path(run_dir), cfg.task, cfg.model, about["dataset"], cfg.to_yaml(),
-                     about["summary"], records, metric, headline)
+                     about["summary"], records, metric, headline, about["intended_use"])
     train = [r for r in records if r.get("split") == "train_epoch"]
     if train:
         facts.split_metrics["train"] = _scalars(train[-1])
@@ -188,57 +183,29 @@ def _per_class_table(per_class: dict) -> list[str]:
     return lines
 
 
-def _translations(facts: RunFacts, folder: Path, n: int) -> list[str]:
-    """A few decoded sentences of the test (else valid) split with their references and attention."""
-    predictor = api.load(facts.run_dir)
-    try:
-        predictor.task.prepare(artifacts=facts.run_dir)
-    except SeqlabError as e:
-        return [f"No examples: the run's data cannot be read here ({e})."]
-    split = next((s for s in ("test", "valid") if predictor.task.has_split(s)), None)
-    if split is None:
-        return ["No examples: the run has no test or valid split."]
-    sp = predictor.task.splits[split]
-    lines = [f"Decoded {split} sentences (beam {predictor.task.opt.beam}):", ""]
-    for i, (source, reference, r) in enumerate(zip(sp.sources[:n], sp.targets[:n],
-                                                   predictor.translate(sp.sources[:n], attention=True),
-                                                   strict=False), 1):
-        picture = plot_attention(r["src_tokens"], r["tgt_tokens"], r["attention"],
-                                 folder / f"attention-{i}.png", title=r["translation"])
-        lines += [f"{i}. source: {source}", f"   - output: {r['translation']}",
-                  f"   - reference: {reference}", f"   - ![attention {i}]({facts.name}/{picture.name})", ""]
-    return lines
-
-
-def _captions(facts: RunFacts, folder: Path, n: int) -> list[str]:
-    """A few captioned test (else valid) pictures with their references and each word's attention over
-    the picture."""
-    predictor = api.load(facts.run_dir)
-    try:
-        predictor.task.prepare(artifacts=facts.run_dir)
-    except SeqlabError as e:
-        return [f"No examples: the run's data cannot be read here ({e})."]
-    split = next((s for s in ("test", "valid") if predictor.task.has_split(s)), None)
-    if split is None:
-        return ["No examples: the run has no test or valid split."]
-    sp = predictor.task.splits[split]
-    pictures = [np.asarray(im).transpose(1, 2, 0) for im in sp.images[:n]]  # (3, S, S) -> (S, S, 3)
-    try:
-        results = predictor.caption(pictures, attention=True)
-    except SeqlabError:  # a model without attention over the image
-        results = predictor.caption(pictures)
-    lines = [f"Captioned {split} pictures (beam {predictor.task.opt.beam}):", ""]
-    for i, (name, references, r) in enumerate(zip(sp.names, sp.references, results, strict=False), 1):
-        lines += [f"{i}. {name}: {r['caption']}", f"   - references: {' / '.join(references)}"]
-        if "attention" in r:
-            picture = plot_image_attention(pictures[i - 1], r["words"], r["attention"], tuple(r["grid"]),
-                                           folder / f"attention-{i}.png", title=r["caption"])
-            lines.append(f"   - ![attention {i}]({facts.name}/{picture.name})")
+def _samples(facts: RunFacts, predictor, folder: Path, n: int) -> list[str]:
+    """A few predictions on the test (else valid) split with their references, and the attention of each
+    where the model has it."""
+    got = predictor.samples(n)
+    if got is None:
+        return ["No examples: the run has no test or valid split, or its data cannot be read here."]
+    split, samples = got
+    beam = f" (beam {predictor.task.opt.beam})" if "beam" in predictor.options else ""
+    lines = [f"Predictions on the {split} split{beam}:", ""]
+    for i, sample in enumerate(samples, 1):
+        item, result = sample["input"], sample["result"]
+        shown = item if isinstance(item, str) else " ".join(item) if isinstance(item, list) else "(a picture)"
+        reference = sample["reference"]
+        reference = " / ".join(reference) if isinstance(reference, list) else reference
+        lines += [f"{i}. input: {shown}", f"   - output: {predictor.format_text(result)}",
+                  f"   - reference: {reference}"]
+        if predictor.attends() and predictor.attention in ("alignment", "image"):
+            picture = predictor.load_input(item) if predictor.inputs.kind == "image" else None
+            path = plot_result_attention(predictor.attention, result, picture, folder / f"attention-{i}.png",
+                                         title=predictor.format_text(result))
+            lines.append(f"   - ![attention {i}]({facts.name}/{path.name})")
         lines.append("")
     return lines
-
-
-EXAMPLES = {"translate": _translations, "caption": _captions}  # task -> its decoded examples
 
 
 def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> list[str]:
@@ -261,7 +228,8 @@ def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> l
         lines += [f"| {s} | " + " | ".join(f"{m[k]:.4f}" if k in m else "" for k in names) + " |"
                   for s, m in facts.split_metrics.items()]
         lines.append("")
-    if evaluate and facts.task in CONFUSION_TASKS:
+    predictor = api.load(facts.run_dir) if evaluate else None
+    if predictor is not None and predictor.labels() is not None:  # a confusion matrix to show
         split, rep, why = _evaluation(facts)
         if rep is None:
             lines += [f"No confusion matrix: {why}", ""]
@@ -271,8 +239,8 @@ def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> l
             lines += [f"Confusion matrix and per-class scores on the {split} split:", "",
                       f"![confusion matrix]({facts.name}/confusion.png)", "",
                       *_per_class_table(rep["per_class"]), ""]
-    if evaluate and facts.task in EXAMPLES and examples:
-        lines += EXAMPLES[facts.task](facts, folder, examples)
+    if predictor is not None and examples:
+        lines += _samples(facts, predictor, folder, examples)
     return lines
 
 

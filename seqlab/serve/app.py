@@ -1,17 +1,17 @@
 """The HTTP server: `seqlab serve RUN_DIR [RUN_DIR ...]`, a FastAPI app over `seqlab.load(run_dir)`.
 
     GET  /healthz                      {"status": "ok", "models": N}
-    GET  /v1/models                    each model: name, task, model, labels, metrics of its run
+    GET  /v1/models                    each model: name, task, inputs, options, labels, metrics of its run
     GET  /v1/models/{name}             one of them
-    POST /v1/models/{name}/predict     a body shaped by the model's task (see ENDPOINTS and /docs)
+    POST /v1/models/{name}/predict     a body made from the model's predictor (see /docs)
 
-The per-task bodies: classify `{"texts": [...], "top_k": 1}`; tag `{"sentences": ["a text" or
-["tokens", ...]], "top_k": 1}`; translate `{"texts": [...], "beam": null}`; lm `{"prompt": "...",
-"max_new_tokens": null, "temperature": 1.0, "top_k": null, "top_p": null, "seed": null, "stream": false}`,
-where `stream: true` answers with server-sent events, one `data: {"text": piece}` per piece and a final
-`event: done`; image and caption: a multipart/form-data upload with the file in the field `image` (and
-`top_k`, or for caption `beam`).
-A task is served when its predictor exists: adding one is an entry in ENDPOINTS.
+A request body is made from what the predictor describes (`Predictor.inputs` and `.options`), so every task
+is served with no table of its own here: the items under the input's field name (`texts`, `sentences`: a
+string or a list of tokens, `prompt`) and the predictor's options, e.g. classify `{"texts": [...],
+"top_k": 1}`, translate `{"texts": [...], "beam": null}`, lm `{"prompt": "...", "max_new_tokens": 200,
+"temperature": 1.0, ..., "stream": false}`, where `stream: true` answers with server-sent events, one
+`data: {"text": piece}` per piece and a final `event: done`. Image inputs (image, caption): a
+multipart/form-data upload with the file in the field `image` and the options as text fields.
 
 Concurrent requests to one model are micro-batched (`seqlab.serve.batching`) and run in the model's own
 worker thread, off the event loop; torch's threads come from the run's config (or `threads`). Bad input
@@ -40,7 +40,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -83,45 +83,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ClassifyRequest(_Body):
-    """classify: a label for each text."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": ["a gripping, funny film"],
-                                                               "top_k": 2}]})
-    texts: list[str]
-    top_k: int = 1
+ITEMS = {"text": list[str], "tokens": list[str | list[str]], "prompt": str}  # a JSON body's items, by input kind
+OPTION_LIMITS = {"beam": "max_beam", "max_new_tokens": "max_new_tokens"}  # option -> the ServeConfig bound
 
 
-class TagRequest(_Body):
-    """tag: one tag per token; a sentence is a string (split at whitespace) or a list of tokens."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"sentences": ["The cat sat on the mat ."]}]})
-    sentences: list[str | list[str]]
-    top_k: int = 1
-
-
-class TranslateRequest(_Body):
-    """translate: a translation of each text; `beam` null is the run's beam size, 1 greedy."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": ["Ein Hund läuft im Schnee."],
-                                                               "beam": 4}]})
-    texts: list[str]
-    beam: int | None = None
-
-
-class GenerateRequest(_Body):
-    """lm: the continuation of `prompt`; `stream: true` sends it piece by piece as server-sent events."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"prompt": "ROMEO:", "max_new_tokens": 100, "temperature": 0.8, "top_k": 40, "seed": 1,
-         "stream": False}]})
-    prompt: str
-    max_new_tokens: int | None = None  # None: 100, or the server's limit if that is lower
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stream: bool = False
+def request_body(predictor) -> type[BaseModel] | None:
+    """The JSON body of a predictor's requests, made from its inputs and options (None: an image upload)."""
+    kind, field_name = predictor.inputs.kind, predictor.inputs.field
+    if kind == "image":
+        return None
+    fields: dict[str, Any] = {field_name: (ITEMS[kind], ...)}
+    for name, o in predictor.options.items():
+        fields[name] = (o.type | None if o.optional or o.default is None else o.type, o.default)
+    if kind == "prompt":
+        fields["stream"] = (bool, False)  # server-sent events, piece by piece
+    items, _ = predictor.example_inputs(1)
+    example = {field_name: (items[0] if items else "") if kind == "prompt" else items[:1]}
+    base = type("_Base", (_Body,), {"model_config": ConfigDict(json_schema_extra={"examples": [example]})})
+    return create_model(f"{predictor.task_name.capitalize()}Request", __base__=base,
+                        __doc__=f"{predictor.task_name}: {predictor.inputs.help}", **fields)
 
 
 def _error(status: int, message: str) -> HTTPException:
@@ -154,84 +134,56 @@ def _texts(texts: list, field_name: str, limits: ServeConfig) -> list:
     return texts
 
 
-def _form_int(form: dict[str, str], name: str, default: int | None) -> int | None:
-    """An integer field of an upload form (absent or empty: `default`)."""
-    value = form.get(name, "").strip()
+def _items(predictor, body: BaseModel, limits: ServeConfig) -> list:
+    """The items of a JSON request, checked against the limits."""
+    value = getattr(body, predictor.inputs.field)
+    if predictor.inputs.kind == "prompt":
+        return [_text(value, predictor.inputs.field, limits)]
+    return _texts(value, predictor.inputs.field, limits)
+
+
+def _options(predictor, given: dict[str, Any], limits: ServeConfig) -> dict:
+    """The predictor's options of a request, checked (422) by the predictor and against the server's bounds."""
+    try:
+        options = predictor.check_options({k: v for k, v in given.items() if k in predictor.options})
+    except SeqlabError as e:
+        raise _error(422, e.message) from None
+    for name, bound in OPTION_LIMITS.items():
+        limit = getattr(limits, bound)
+        if name in options and options[name] is not None and options[name] > limit:
+            if name not in given:  # the predictor's default is above the server's bound
+                options[name] = limit
+            else:
+                raise _error(422, f"{name} must be at most {limit} on this server, got {options[name]}")
+    return options
+
+
+def _form_value(predictor, name: str, value: str) -> Any:
+    """A text field of an upload form as the option's type."""
+    o = predictor.options[name]
+    value = value.strip()
     if not value:
-        return default
-    if not value.lstrip("-").isdigit():
-        raise _error(422, f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _top_k(k: int) -> int:
-    if k < 1:
-        raise _error(422, f"top_k must be at least 1, got {k}")
-    return k
-
-
-def _sampling(b: GenerateRequest, limits: ServeConfig) -> dict:
-    n = min(100, limits.max_new_tokens) if b.max_new_tokens is None else b.max_new_tokens
-    if not 0 <= n <= limits.max_new_tokens:
-        raise _error(422, f"max_new_tokens must be in 0..{limits.max_new_tokens}, got {n}")
-    if b.temperature < 0:
-        raise _error(422, f"temperature must be >= 0, got {b.temperature}")
-    if b.top_k is not None and b.top_k < 1:
-        raise _error(422, f"top_k must be at least 1, got {b.top_k}")
-    if b.top_p is not None and not 0 < b.top_p <= 1:
-        raise _error(422, f"top_p must be in (0, 1], got {b.top_p}")
-    return {"max_new_tokens": n, "temperature": b.temperature, "top_k": b.top_k,
-            "top_p": b.top_p, "seed": b.seed}
-
-
-def _beam(beam: int | None, limits: ServeConfig) -> dict:
-    if beam is not None and not 1 <= beam <= limits.max_beam:
-        raise _error(422, f"beam must be in 1..{limits.max_beam}, got {beam}")
-    return {"beam": beam}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How one task is served: its JSON body, or for an uploaded image `decode` (predictor, bytes) -> the
-    picture the predictor takes; the items of a request to batch (checked against the limits); the options
-    a batch shares (from the body, or from the upload form's text fields); the predictor call on a batch."""
-
-    body: type[BaseModel] | None
-    items: Callable[[Any, ServeConfig], list]
-    options: Callable[[Any, ServeConfig], dict]
-    run: Callable[[Any, list, dict], list]
-    decode: Callable[[Any, bytes], Any] | None = None
-
-
-ENDPOINTS: dict[str, Endpoint] = {
-    "classify": Endpoint(ClassifyRequest, lambda b, lim: _texts(b.texts, "texts", lim),
-                         lambda b, lim: {"top_k": _top_k(b.top_k)}, lambda p, xs, o: p.predict(xs, **o)),
-    "tag": Endpoint(TagRequest, lambda b, lim: _texts(b.sentences, "sentences", lim),
-                    lambda b, lim: {"top_k": _top_k(b.top_k)}, lambda p, xs, o: p.predict(xs, **o)),
-    "translate": Endpoint(TranslateRequest, lambda b, lim: _texts(b.texts, "texts", lim),
-                          lambda b, lim: _beam(b.beam, lim), lambda p, xs, o: p.translate(xs, **o)),
-    "lm": Endpoint(GenerateRequest, lambda b, lim: [_text(b.prompt, "prompt", lim)], _sampling,
-                   lambda p, xs, o: [{"text": p.generate(x, **o)} for x in xs]),
-    # image: `items` are the decoded (C, H, W) arrays of the upload, `options` its top_k form field
-    # uploads: `items` are the decoded pictures, `options` read the form's fields
-    "image": Endpoint(None, lambda pictures, lim: pictures,
-                      lambda form, lim: {"top_k": _top_k(_form_int(form, "top_k", 1))},
-                      lambda p, xs, o: p.predict(xs, **o), decode=lambda p, data: p.as_array(data)),
-    "caption": Endpoint(None, lambda pictures, lim: pictures,
-                        lambda form, lim: _beam(_form_int(form, "beam", None), lim),
-                        lambda p, xs, o: p.caption(xs, **o), decode=lambda p, data: p.picture(data)),
-}
+        return o.default
+    try:
+        if o.type is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return value.lower() in ("true", "1")
+        return o.type(value)
+    except ValueError:
+        kind = {int: "an integer", float: "a number", bool: "true or false"}[o.type]
+        raise _error(422, f"{name} must be {kind}, got {value!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------- models
 @dataclass
 class Served:
-    """One model behind the server: its predictor, its worker thread and its batcher."""
+    """One model behind the server: its predictor, its request body, its worker thread and its batcher."""
 
     name: str
     task: str
     predictor: Any
-    endpoint: Endpoint
+    body: type[BaseModel] | None
     executor: ThreadPoolExecutor
     batcher: MicroBatcher
     description: dict = field(default_factory=dict)
@@ -243,29 +195,22 @@ class Served:
 def _describe(name: str, run_dir: Path, predictor) -> dict:
     about = info(run_dir)
     summary = about.get("summary") or {}
-    labels = getattr(predictor, "labels", None) or getattr(predictor, "tags", None)
-    return {"name": name, "task": about["task"], "model": about["model"], "dataset": about["dataset"],
-            "labels": list(labels) if labels is not None else None, "metrics": summary.get("results", {}),
+    return {"name": name, "dataset": about["dataset"], **predictor.describe(), "metrics": summary.get("results", {}),
             "parameters": summary.get("parameters"), "endpoint": f"/v1/models/{name}/predict"}
 
 
 def load_models(run_dirs: list[str | os.PathLike], config: ServeConfig) -> dict[str, Served]:
-    """Load each run's predictor (a ConfigError for a task the server cannot serve yet)."""
+    """Load each run's predictor, its request body and its worker."""
     if not run_dirs:
         raise ConfigError("give at least one run directory to serve")
     runs = [Path(r) for r in run_dirs]
     models = {}
     for name, run in zip(run_names(runs), runs, strict=True):
         predictor = load(run)
-        task = predictor.task_name
-        if task not in ENDPOINTS:
-            raise ConfigError(f"the server has no endpoint for task {task!r} yet (it serves "
-                              f"{', '.join(ENDPOINTS)})", path=run)
-        endpoint = ENDPOINTS[task]
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqlab-{name}")
-        batcher = MicroBatcher(functools.partial(endpoint.run, predictor), executor, config.max_batch,
-                               config.batch_wait_ms / 1000)
-        models[name] = Served(name, task, predictor, endpoint, executor, batcher,
+        batcher = MicroBatcher(lambda items, options, p=predictor: p.predict(items, **options), executor,
+                               config.max_batch, config.batch_wait_ms / 1000)
+        models[name] = Served(name, predictor.task_name, predictor, request_body(predictor), executor, batcher,
                               _describe(name, run, predictor))
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -324,8 +269,8 @@ def create_app(run_dirs: list[str | os.PathLike] | None = None, config: ServeCon
             m.executor.shutdown(wait=True)
 
     app = FastAPI(title="seqlab", version="1", lifespan=lifespan,
-                  description="Models trained with seqlab: classify, tag, translate, lm, image. "
-                              "Every error is `{\"error\": \"one line\"}`.")
+                  description="Models trained with seqlab (`GET /v1/models` describes each: its task, inputs and "
+                              "options). Every error is `{\"error\": \"one line\"}`.")
     app.state.models = models
     app.state.config = config
     app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
@@ -366,14 +311,15 @@ def create_app(run_dirs: list[str | os.PathLike] | None = None, config: ServeCon
         return served(name).description
 
     @app.post("/v1/models/{name}/predict", summary="Predict with one model; the body depends on its task",
-              openapi_extra=_openapi_bodies())
+              openapi_extra=_openapi_bodies(models))
     async def predict(name: str, request: Request):
         m = served(name)
-        if m.endpoint.body is None:
+        if m.body is None:
             items, options = await _upload(m, request, config)
         else:
-            body = _parse(m.endpoint.body, await request.body())
-            items, options = m.endpoint.items(body, config), m.endpoint.options(body, config)
+            body = _parse(m.body, await request.body())
+            given = body.model_dump(exclude_unset=True)
+            items, options = _items(m.predictor, body, config), _options(m.predictor, given, config)
             if getattr(body, "stream", False):
                 return await _stream(m, items[0], options)
         results = await m.batcher.submit(items, options)
@@ -410,12 +356,17 @@ async def _upload(m: Served, request: Request, config: ServeConfig) -> tuple[lis
     if not data:
         raise _error(422, "the uploaded image is empty")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    options = m.endpoint.options(fields, config)
+    unknown = sorted(set(fields) - set(m.predictor.options))
+    if unknown:
+        raise _error(422, f"{unknown[0]}: not an option of this model (its options: "
+                          f"{', '.join(m.predictor.options) or 'none'})")
+    given = {k: _form_value(m.predictor, k, v) for k, v in fields.items()}
+    options = _options(m.predictor, {k: v for k, v in given.items() if v is not None}, config)
     try:
-        picture = await m.in_worker(m.endpoint.decode, m.predictor, data)
+        picture = await m.in_worker(m.predictor.load_input, data)
     except SeqlabError as e:  # Pillow names the bytes it was given as an object: leave that out
         raise _error(415, "not an image this model can read: " + re.sub(r" <[^>]*>", "", e.message)) from None
-    return m.endpoint.items([picture], config), options
+    return [picture], options
 
 
 async def _stream(m: Served, prompt: str, options: dict) -> StreamingResponse:
@@ -434,23 +385,29 @@ async def _stream(m: Served, prompt: str, options: dict) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _openapi_bodies() -> dict:
-    """The request bodies of every task for the OpenAPI page, each with its example."""
-    json_bodies = [e.body for e in ENDPOINTS.values() if e.body is not None]
-    examples = {b.__name__: {"summary": (b.__doc__ or "").split(":")[0],
-                             "value": b.model_config["json_schema_extra"]["examples"][0]}
-                for b in json_bodies}
-    upload = {"type": "object", "required": ["image"],
-              "properties": {"image": {"type": "string", "format": "binary"},
-                             "top_k": {"type": "integer", "description": "image: labels to return"},
-                             "beam": {"type": "integer", "description": "caption: beam size"}}}
-    upload_example = {"summary": "image, caption: an uploaded picture",
-                      "value": {"image": "(binary)", "top_k": 3}}
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"oneOf": [b.model_json_schema() for b in json_bodies]},
-                             "examples": examples},
-        "multipart/form-data": {"schema": upload, "examples": {"image": upload_example}},
-    }}}
+def _openapi_bodies(models: dict[str, Served]) -> dict:
+    """The request bodies of the served models for the OpenAPI page, each with its example: JSON bodies, and
+    multipart uploads (the picture in `image`, the options as form fields) for image models."""
+    bodies = {m.body.__name__: m.body for m in models.values() if m.body is not None}
+    examples = {name: {"summary": (b.__doc__ or "").split(":")[0],
+                       "value": b.model_config["json_schema_extra"]["examples"][0]} for name, b in bodies.items()}
+    content: dict[str, Any] = {}
+    if bodies:
+        content["application/json"] = {"schema": {"oneOf": [b.model_json_schema() for b in bodies.values()]},
+                                       "examples": examples}
+    uploads = [m for m in models.values() if m.body is None]
+    if uploads:
+        properties: dict[str, Any] = {"image": {"type": "string", "format": "binary",
+                                                "description": uploads[0].predictor.inputs.help}}
+        for m in uploads:
+            for name, o in m.predictor.options.items():
+                kind = {int: "integer", float: "number", bool: "boolean"}[o.type]
+                properties.setdefault(name, {"type": kind, "description": f"{m.task}: {o.help}"})
+        content["multipart/form-data"] = {
+            "schema": {"type": "object", "required": ["image"], "properties": properties},
+            "examples": {m.task: {"summary": f"{m.task}: an uploaded picture", "value": {"image": "(binary)"}}
+                         for m in uploads}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def serve(run_dirs: list[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000,

@@ -2,10 +2,12 @@
 
     seqlab export RUN_DIR --format onnx --out exports/sst2-cnn/model.onnx
 
-Exported: the `classify` models (`bag` takes the lecture's flat `text` + `offsets`; `cnn`, `rnn` and
-`transformer` take padded `tokens` + `lengths`), the `tag` models (`words`, `chars`, `lengths`) and the
-`image` ConvNet (`images`, already scaled and normalised). Batch, sequence and word-length axes are dynamic.
-The output is `logits`: (B, C), or (B, T, K) for a tagger.
+Exported: every model whose predictor gives an `export_spec()` (`seqlab.tasks.base.ExportSpec`: its input
+names, dynamic axes and how items become inputs): the `classify` models (`bag` takes the lecture's flat
+`text` + `offsets`; `cnn`, `rnn` and `transformer` take padded `tokens` + `lengths`), the `tag` models
+(`words`, `chars`, `lengths`) and the `image` ConvNet (`images`, already scaled and normalised). Batch,
+sequence and word-length axes are dynamic. The output is `logits`: (B, C), or (B, T, K) for a tagger.
+Models that decode step by step (translate, lm, caption) are refused with one line.
 
 Beside the .onnx file go what a runtime needs to turn text into those inputs and logits back into labels:
 the run's `config.yaml`, its vocabulary/labels file (`vocab.json` or `labels.json`) and `export.json`
@@ -26,13 +28,10 @@ import io
 import json
 import logging
 import os
-import random
 import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from seqlab.api import load, read_run_config
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError, SeqlabError
-from seqlab.tasks import TASKS
+from seqlab.tasks.base import ExportSpec
 
 TOLERANCE = 1e-4
 EXPORTERS = ("auto", "dynamo", "torchscript")
@@ -59,79 +58,6 @@ def _onnxruntime():
     except ImportError:
         raise SeqlabError("ONNX needs onnx and onnxruntime: pip install 'seqlab[serve]'") from None
     return onnxruntime
-
-
-# ---------------------------------------------------------------------------------------------- per task
-@dataclass(frozen=True)
-class TaskIO:
-    """How a task's model is fed: input names and their dynamic axes, examples of a split (real or made
-    from the vocabulary), and the model inputs of a list of examples."""
-
-    names: Callable[[Any], tuple[str, ...]]  # task -> input names, in forward's order
-    axes: Callable[[Any], dict[str, dict[int, str]]]  # task -> dynamic axes of inputs and of `logits`
-    examples: Callable[[Any, str], list]  # task, split -> its examples
-    synthetic: Callable[[Any, int, random.Random], list]  # task, n, rng -> examples
-    inputs: Callable[[Any, list], tuple[Tensor, ...]]  # task, examples -> model inputs
-    size: Callable[[Any], int]  # example -> its length (to pair the shortest with a long one)
-    longer: Callable[[Any], Any]  # example -> one at least LONG tokens long (itself when it has no length)
-
-
-def _classify_names(task) -> tuple[str, ...]:
-    return ("text", "offsets") if task.model_cls.inputs == "bag" else ("tokens", "lengths")
-
-
-def _classify_axes(task) -> dict[str, dict[int, str]]:
-    if task.model_cls.inputs == "bag":
-        return {"text": {0: "ids"}, "offsets": {0: "batch"}, "logits": {0: "batch"}}
-    return {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
-
-
-def _words(task, n: int, rng: random.Random, vocab) -> list[list[str]]:
-    words = [w for w in vocab.itos if not w.startswith("<")] or ["x"]
-    return [rng.choices(words, k=rng.randint(1, 12)) for _ in range(n)]
-
-
-def _repeat(tokens: list) -> list:
-    """`tokens` repeated until there are at least LONG of them."""
-    return list(tokens) * -(-LONG // max(1, len(tokens)))
-
-
-def _tag_inputs(task, sentences: list[list[str]]) -> tuple[Tensor, ...]:
-    words, chars, char_lengths = task.encode(sentences)
-    return task.collate(words, chars, char_lengths, np.arange(len(sentences)))[0]
-
-
-EXPORTS: dict[str, TaskIO] = {
-    "classify": TaskIO(
-        names=_classify_names,
-        axes=_classify_axes,
-        examples=lambda task, split: task.splits[split].texts,
-        synthetic=lambda task, n, rng: [" ".join(ws) for ws in _words(task, n, rng, task.vocab)],
-        inputs=lambda task, texts: task.collate(task.encode(texts), np.arange(len(texts))),
-        size=lambda text: len(text.split()),
-        longer=lambda text: " ".join(_repeat(text.split())),
-    ),
-    "tag": TaskIO(
-        names=lambda task: ("words", "chars", "lengths"),
-        axes=lambda task: {"words": {0: "batch", 1: "time"}, "chars": {0: "batch", 1: "time", 2: "letters"},
-                           "lengths": {0: "batch"}, "logits": {0: "batch", 1: "time"}},
-        examples=lambda task, split: task.splits[split].sentences,
-        synthetic=lambda task, n, rng: _words(task, n, rng, task.words),
-        inputs=_tag_inputs,
-        size=len,
-        longer=_repeat,
-    ),
-    "image": TaskIO(
-        names=lambda task: ("images",),
-        axes=lambda task: {"images": {0: "batch"}, "logits": {0: "batch"}},
-        examples=lambda task, split: list(task.splits[split].images),
-        synthetic=lambda task, n, rng: [np.random.default_rng(rng.randrange(2**32)).integers(
-            0, 256, task.shape, dtype=np.uint8) for _ in range(n)],
-        inputs=lambda task, images: (task.to_input(np.stack(images)),),
-        size=lambda image: 0,
-        longer=lambda image: image,
-    ),
-}
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -205,27 +131,16 @@ def _reason(e: Exception) -> str:
     return lines[0][:300] if lines else type(e).__name__
 
 
-def _cases(io_: TaskIO, task, examples: list, source: str) -> list[tuple[str, tuple[Tensor, ...]]]:
-    """The batches the parity check runs: the shortest example beside a long one (the longest repeated to
-    LONG tokens: padding, and a length no example may have), all examples, and the first one alone. The
-    first case is the one the exporter traces: a tracer can fold shapes of its example into the graph (a
-    window count of 1, say), which the other cases then catch."""
-    sizes = [io_.size(e) for e in examples]
-    short, long = examples[int(np.argmin(sizes))], io_.longer(examples[int(np.argmax(sizes))])
-    return [(f"the shortest of the {source} beside a long one", io_.inputs(task, [long, short])),
-            (f"a batch of {len(examples)} {source}", io_.inputs(task, examples)),
-            (f"the first of the {source} alone", io_.inputs(task, examples[:1]))]
-
-
-def _examples(io_: TaskIO, task, run_dir: str | os.PathLike, n: int) -> tuple[list, str]:
-    """Up to `n` examples of the run's test (else valid, else train) split and what they are; examples
-    made from the vocabulary when the run's data cannot be read here."""
-    try:
-        task.prepare(artifacts=run_dir)
-    except SeqlabError:
-        return io_.synthetic(task, n, random.Random(0)), "examples made from the vocabulary (no data here)"
-    split = next(s for s in ("test", "valid", "train") if task.has_split(s))
-    return list(io_.examples(task, split)[:n]), f"{split} examples"
+def _cases(spec: ExportSpec, items: list, source: str) -> list[tuple[str, tuple[Tensor, ...]]]:
+    """The batches the parity check runs: the shortest item beside a long one (the longest repeated to LONG
+    tokens: padding, and a length no item may have), all items, and the first one alone. The first case is
+    the one the exporter traces: a tracer can fold shapes of its example into the graph (a window count of 1,
+    say), which the other cases then catch."""
+    sizes = [spec.size(e) for e in items]
+    short, long = items[int(np.argmin(sizes))], spec.longer(items[int(np.argmax(sizes))], LONG)
+    return [(f"the shortest of the {source} beside a long one", spec.inputs([long, short])),
+            (f"a batch of {len(items)} {source}", spec.inputs(items)),
+            (f"the first of the {source} alone", spec.inputs(items[:1]))]
 
 
 def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: str = "auto",
@@ -240,8 +155,6 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: st
     if out.suffix != ".onnx":
         raise ConfigError("the exported file's name must end in .onnx", path=out)
     cfg = read_run_config(run_dir)
-    if cfg.task not in EXPORTS:
-        raise ConfigError(f"ONNX export covers the tasks {', '.join(EXPORTS)}; {run_dir} is a {cfg.task} run")
     folder = out.parent
     others = sorted(p.name for p in folder.glob("*.onnx") if p.name != out.name) if folder.is_dir() else []
     if others:
@@ -249,11 +162,14 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: st
                           f"would be overwritten; export into an empty folder", path=folder)
     _onnxruntime()
     predictor = load(run_dir, device="cpu")
-    task, model = predictor.task, predictor.model.float().eval()
-    io_ = EXPORTS[cfg.task]
-    names, axes = io_.names(task), io_.axes(task)
-    items, source = _examples(io_, task, run_dir, examples)
-    cases = _cases(io_, task, items, source)
+    spec = predictor.export_spec()
+    if spec is None:
+        raise ConfigError(f"a {cfg.task} model has no single-call ONNX form (its output is decoded step by step); "
+                          "export covers models that map inputs to logits in one call", path=run_dir)
+    model = predictor.model.float().eval()
+    names, axes = spec.names, spec.axes
+    items, source = predictor.example_inputs(examples)
+    cases = _cases(spec, items, source)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{out.name}.partial-{os.getpid()}"
     failures: list[str] = []
@@ -288,7 +204,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: st
     }
     if folder.resolve() != Path(run_dir).resolve():
         atomic_write_text(folder / "config.yaml", cfg.to_yaml())
-        task.save_artifacts(folder)
+        predictor.task.save_artifacts(folder)
     atomic_write_text(folder / META, json.dumps(meta, indent=1))
     return meta
 
@@ -321,13 +237,10 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None):
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{META} is corrupt ({e.__class__.__name__})", path=path.parent / META
                               ) from None
-    cfg = read_run_config(path.parent)
-    task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
-    task.load_artifacts(path.parent)
     _onnxruntime()
     try:
         model = OnnxModel(path, names, threads)
     except Exception as e:  # onnxruntime's own error for a file that is not a valid model
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CheckpointError(f"not a loadable ONNX model ({reason})", path=path) from None
-    return task.predictor(model)
+    return load(path.parent, device="cpu", model=model)

@@ -1,8 +1,9 @@
-"""Helpers more than one task needs: the seeded hold-out split, the loss and evaluation of tasks that
-predict one label per example (classify, image), and the label predictions (best first) that
-classification-like predictors return and print."""
+"""What the tasks that predict one label per example (classify, image) share: the loss, the running sums,
+the evaluation from a confusion matrix, and a predictor that returns the labels best first."""
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -10,28 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.data.batching import sequential_batches
+from seqlab.options import Range
 from seqlab.tasks import metrics as M
+from seqlab.tasks.base import Option, Predictor, Task
 
 
-def hold_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The lecture's random_split: a random `fraction` of range(n) (a pure function of `seed`) is held
-    out. Returns (kept, held), each sorted; nothing is held out when that would leave either side empty."""
-    n_held = int(round(n * fraction))
-    if n_held == 0 or n_held == n:
-        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    return np.sort(perm[: n - n_held]), np.sort(perm[n - n_held :])
-
-
-class LabelClassification:
-    """Loss, running sums and evaluation for tasks that predict one label per example.
-
-    The task provides `labels` (a LabelVocab), `splits[split].labels` ((N,) int64 class ids),
-    `make_batch(index, split)` returning a batch with `inputs` (the model's arguments) and `labels`
-    ((B,) class ids), and `cfg.train.eval_batch_size`."""
+class LabelTask(Task):
+    """A task whose splits have `labels` ((N,) int64 class ids) and whose batches have `inputs` (the model's
+    arguments) and `labels` ((B,) class ids); `self.labels` is its LabelVocab."""
 
     default_metric = "accuracy"
     headline = "accuracy"
+    labels: Any = None
 
     def training_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(*batch.inputs)  # (B, C)
@@ -43,12 +34,6 @@ class LabelClassification:
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums.get("n", 0.0), 1.0)
         return {"loss": sums.get("loss", 0.0) / n, "accuracy": sums.get("correct", 0.0) / n}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def confusion(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
         """The confusion matrix (gold x predicted) and the mean loss of `model` on `split`."""
@@ -74,8 +59,8 @@ class LabelClassification:
 
 def top_k_labels(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
     """probs: (B, C) -> for each row `label`, `probability` and `top_k` [(label, probability), ...]
-    best first (k clipped to 1..C)."""
-    k = max(1, min(k, probs.shape[1]))
+    best first (k clipped to C)."""
+    k = min(k, probs.shape[1])
     p, idx = probs.topk(k, dim=1)
     out = []
     for row_p, row_i in zip(p.tolist(), idx.tolist(), strict=True):
@@ -84,9 +69,23 @@ def top_k_labels(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
     return out
 
 
-def format_label(result: dict) -> str:
-    """One prediction of `top_k_labels` as the CLI prints it: `label<TAB>probability`, or with several
-    candidates `label probability<TAB>label probability...`."""
-    if len(result["top_k"]) > 1:
-        return "\t".join(f"{lab} {p:.4f}" for lab, p in result["top_k"])
-    return f"{result['label']}\t{result['probability']:.4f}"
+TOP_K = Option(int, 1, "how many labels to return, best first", Range(min=1))
+
+
+class LabelPredictor(Predictor):
+    """A predictor answering `label`, `probability` and `top_k` [(label, probability), ...] best first."""
+
+    options: ClassVar[dict[str, Option]] = {"top_k": TOP_K}
+
+    def labels(self) -> list[str]:
+        return list(self.task.labels.itos)
+
+    def split_references(self, split: str) -> list[str]:
+        itos = self.task.labels.itos
+        return [itos[i] for i in self.task.splits[split].labels]
+
+    def format_text(self, result: dict) -> str:
+        """`label<TAB>probability`, or with several candidates `label probability<TAB>label probability...`."""
+        if len(result["top_k"]) > 1:
+            return "\t".join(f"{lab} {p:.4f}" for lab, p in result["top_k"])
+        return f"{result['label']}\t{result['probability']:.4f}"

@@ -24,19 +24,17 @@ training.
 from __future__ import annotations
 
 import math
-import shlex
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.data import get_dataset
 from seqlab.data.cache import cached_token_ids, cached_tokenizer
 from seqlab.data.lm import (
     batchify,
@@ -48,9 +46,10 @@ from seqlab.data.lm import (
 )
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import CheckpointError, ConfigError, DataError
-from seqlab.models import MODELS
-from seqlab.options import NonNegative, Positive
+from seqlab.options import NonNegative, Positive, Range
+from seqlab.tasks.base import Inputs, Option, Predictor, Task
 from seqlab.tasks.generate import generate_ids
+from seqlab.tasks.sequence import perplexity
 
 ARTIFACT = "tokenizer.json"
 IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
@@ -103,25 +102,25 @@ def eval_rows(ids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-class LMTask:
+class LMTask(Task):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
+    name = "lm"
+    intended_use = ("Scoring and generating text in the style of its training text; a teaching model, not a source of "
+                    "facts.")
     Config = LMConfig
     default_model = "rnn"
     default_dataset = "tiny_shakespeare"
+    formats = ("text",)
+    artifact = None  # the tokenizer file
     default_metric = "loss"
 
     def __init__(self, cfg: Any, device: torch.device, log=print):
-        self.cfg = cfg
-        self.opt: LMConfig = cfg.task_options
-        self.device = device
-        self.log = log or (lambda _m: None)
-        self.model_cls = MODELS["lm"][cfg.model]
+        super().__init__(cfg, device, log)
         self.headline = "bits_per_char" if self.opt.tokenizer == "char" else "perplexity"
         self.tokenizer: TextTokenizer | None = None
         self.splits: dict[str, Tensor] = {}  # split -> token ids (L,)
         self.streams: Tensor | None = None  # the training stream as (train.batch_size, N) parallel streams
-        self.counts: dict[str, Any] = {}
         self.state: State = None  # carried from window to window (truncated BPTT)
         self.state_epoch: int | None = None  # the epoch `state` belongs to
 
@@ -129,13 +128,6 @@ class LMTask:
     @property
     def word_level(self) -> bool:
         return self.opt.tokenizer == "word"
-
-    def _sources(self) -> dict[str, str | Path | None]:
-        d = self.cfg.data
-        if d.train:
-            return {"train": d.train, "valid": d.valid, "test": d.test}
-        spec = get_dataset(self.cfg.dataset or self.default_dataset)
-        return {"train": spec.train, "valid": spec.valid, "test": spec.test}
 
     def encode_file(self, path: str | Path) -> Tensor:
         """A text file as one stream of token ids, (L,) int64 (from `task.token_cache` when set)."""
@@ -149,8 +141,9 @@ class LMTask:
 
     def prepare(self, artifacts: str | Path | None = None) -> None:
         """Encode every split. With `artifacts` (a run directory) the tokenizer is loaded from it (resume,
-        evaluate); otherwise it is trained on the training file."""
-        sources = self._sources()
+        evaluate); otherwise it is trained on the training file. Each split is one stream; without a valid
+        split, the last `data.valid_fraction` of the training stream is held out (not a random share)."""
+        sources = {"train": None, **self.sources()}
         if not sources["train"]:
             raise ConfigError("no training data: set data.train=PATH or dataset=NAME")
         if artifacts is None and self.opt.token_cache:
@@ -229,7 +222,7 @@ class LMTask:
         """loss in nats per token, and the headline: bits per character or perplexity."""
         if self.headline == "bits_per_char":
             return {"loss": loss, "bits_per_char": loss / math.log(2)}
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+        return perplexity(loss)
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         return self.metrics(sums.get("loss", 0.0) / max(sums.get("n", 0.0), 1.0))
@@ -284,26 +277,40 @@ class LMTask:
                 line.append(i)
         return "\n".join(tk.decode(seg) for seg in [*lines, line])
 
-    def example_command(self, run_dir: str | Path) -> str:
-        """The `seqlab generate` line printed after training, prompted with words of the held-out text."""
-        ids = next(self.splits[s] for s in ("test", "valid", "train") if self.has_split(s))
-        text = self.render(ids[:400].tolist())
-        words = next((line.split() for line in text.split("\n") if len(line.split()) >= 3), text.split())
-        prompt = " ".join(words[:3]) or text[:10]
-        run = shlex.quote(str(run_dir))
-        return f"seqlab generate {run} --prompt {shlex.quote(prompt)} --max-new-tokens 200"
+    def prompts(self, split: str, n: int) -> tuple[list[str], list[str]]:
+        """Up to n prompts made of the first words of lines of `split`'s text (3 words), and what followed
+        each in the text (the rest of its line)."""
+        text = self.render(self.splits[split][:4000].tolist())
+        prompts, rest = [], []
+        for line in text.split("\n"):
+            words = line.split()
+            if len(words) > 3 and len(prompts) < n:
+                prompts.append(" ".join(words[:3]))
+                rest.append(" ".join(words[3:]))
+        return prompts, rest
 
-    def predictor(self, model: nn.Module) -> LMPredictor:
-        return LMPredictor(self, model)
+
+SAMPLING = {
+    "max_new_tokens": Option(int, 200, "tokens to generate", Range(min=0)),
+    "temperature": Option(float, 1.0, "0: always the most likely token; higher: more varied", Range(min=0.0)),
+    "top_k": Option(int, None, "draw only from the K most likely tokens", Range(min=1), optional=True),
+    "top_p": Option(float, None, "draw only from the smallest set of tokens with probability >= P",
+                    Range(0.0, 1.0, min_open=True), optional=True),
+    "seed": Option(int, None, "the same seed gives the same text (none: a fresh one)", optional=True),
+    "use_cache": Option(bool, True, "feed only the new token and the model's state (KV cache, hidden state); "
+                                    "false recomputes the whole context at every step"),
+}
 
 
-class LMPredictor:
-    """What `seqlab.load(run_dir)` returns for a language model: `.stream(...)` and `.generate(...)`."""
+class LMPredictor(Predictor):
+    """What `seqlab.load(run_dir)` returns for a language model: `predict(prompts)` and `stream(prompt)`."""
 
-    task_name = "lm"
+    inputs = Inputs("prompt", "prompt", "the text to continue")
+    options: ClassVar[dict[str, Option]] = SAMPLING
+    verb = "generate"
 
-    def __init__(self, task: LMTask, model: nn.Module):
-        self.task, self.model = task, model.eval()
+    def __init__(self, task: LMTask, model: nn.Module, run_dir=None):
+        super().__init__(task, model, run_dir)
         tk = task.tokenizer
         # never drawn: padding and bos; below word level also eos and unk, which the training text never holds
         self.banned = [tk.pad_id, tk.bos_id] + ([] if task.word_level else [tk.eos_id, tk.unk_id])
@@ -327,23 +334,15 @@ class LMPredictor:
                           stacklevel=2)
         return ids
 
-    def stream(
-        self,
-        prompt: str,
-        max_new_tokens: int = 200,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-    ) -> Iterator[str]:
-        """Yield the text that continues `prompt`, piece by piece as tokens are drawn (see
-        `seqlab.tasks.generate.generate_ids` for the options)."""
+    def stream(self, prompt: str, **options) -> Iterator[str]:
+        """Yield the text that continues `prompt`, piece by piece as tokens are drawn (options as `predict`;
+        see `seqlab.tasks.generate.generate_ids`)."""
+        o = self.check_options(options)
         prompt_ids = self.encode_prompt(prompt)
         ids = list(prompt_ids)
         emitted = self.task.render(ids)
-        for token in generate_ids(self.model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-                                  self.banned, use_cache):
+        for token in generate_ids(self.model, prompt_ids, o["max_new_tokens"], o["temperature"], o["top_k"],
+                                  o["top_p"], o["seed"], self.banned, o["use_cache"]):
             ids.append(token)
             text = self.task.render(ids)
             if text.endswith("\ufffd") or not text.startswith(emitted):
@@ -355,6 +354,22 @@ class LMPredictor:
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted):]  # a last incomplete character, as the replacement character
 
-    def generate(self, prompt: str, **options) -> str:
-        """The continuation of `prompt` as one string (options as `stream`)."""
-        return "".join(self.stream(prompt, **options))
+    def run(self, prompts: list[str], **options) -> list[dict]:
+        """For each prompt: `text`, its continuation."""
+        return [{"text": "".join(self.stream(p, **options))} for p in prompts]
+
+    def format_text(self, result: dict) -> str:
+        return result["text"]
+
+    def split_items(self, split: str) -> list[str]:
+        return self.task.prompts(split, 10)[0]
+
+    def split_references(self, split: str) -> list[str]:
+        return self.task.prompts(split, 10)[1]
+
+    def synthetic_inputs(self, n: int) -> list[str]:
+        tk = self.task.tokenizer
+        return [tk.decode([i]) for i in range(len(tk.specials), min(tk.vocab_size, len(tk.specials) + n))]
+
+
+LMTask.Predictor = LMPredictor

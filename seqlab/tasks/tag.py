@@ -16,28 +16,24 @@ predicted: it counts as an error and gets its own row in the report.
 
 from __future__ import annotations
 
-import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.data import LabelVocab, ReadStats, Vocab, get_dataset
-from seqlab.data.batching import Packed, bucketed_batches, sequential_batches, shuffled_batches
+from seqlab.data import LabelVocab, ReadStats, Vocab
+from seqlab.data.batching import Packed, sequential_batches
 from seqlab.data.conllu import Sentence, read_conllu, read_tagged
-from seqlab.data.io import atomic_write_text
-from seqlab.errors import CheckpointError, ConfigError, DataError
-from seqlab.models import MODELS
+from seqlab.errors import DataError
 from seqlab.options import Positive, Range
 from seqlab.tasks import metrics as M
-from seqlab.tasks.common import hold_out
+from seqlab.tasks.base import ExportSpec, Inputs, Option, Predictor, Task
 
-ARTIFACT = "vocab.json"
-FORMATS = ("auto", "conllu", "tagged")
 IGNORE = -100  # target of padded positions (and of gold tags unknown to the model) in the loss
 CHAR_SPECIALS = ("<unk>", "<pad>", "<w>", "</w>")  # <w> and </w> mark where a word begins and ends
 
@@ -64,6 +60,9 @@ class TagSplit:
     unseen: np.ndarray  # (n_tokens,) bool: the form never occurs in the training data
     path: str | None
 
+    def __len__(self) -> int:
+        return len(self.sentences)
+
 
 @dataclass
 class TagBatch:
@@ -74,28 +73,20 @@ class TagBatch:
     unseen: torch.Tensor  # (B, T) bool, False at padding
 
 
-def detect_format(path: str | Path) -> str:
-    """`conllu` for *.conllu (optionally .gz), else `tagged`."""
-    return "conllu" if str(path).lower().removesuffix(".gz").endswith(".conllu") else "tagged"
-
-
-class TagTask:
+class TagTask(Task):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
+    name = "tag"
+    intended_use = ("Tagging each word of a tokenised sentence of the training treebank's language and genre "
+                    "(e.g. part of speech), as input to further analysis.")
     Config = TagConfig
     default_model = "rnn"
     default_dataset = "ud_english"
+    formats = ("conllu", "tagged")
 
     def __init__(self, cfg: Any, device: torch.device, log=print):
-        self.cfg = cfg
-        self.opt: TagConfig = cfg.task_options
-        self.device = device
-        self.log = log or (lambda _m: None)
-        self.model_cls = MODELS["tag"][cfg.model]
-        if cfg.data.format not in FORMATS:
-            raise ConfigError(f"data.format must be one of {', '.join(FORMATS)} for task tag, got {cfg.data.format!r}")
-        tagged = cfg.data.train and (cfg.data.format == "tagged" or
-                                     (cfg.data.format == "auto" and detect_format(cfg.data.train) == "tagged"))
+        super().__init__(cfg, device, log)
+        tagged = bool(cfg.data.train) and self.format_of(cfg.data.train) == "tagged"
         self.headline = "accuracy" if tagged else f"{self.opt.column}_accuracy"
         self.default_metric = self.headline
         self.words: Vocab | None = None
@@ -103,28 +94,16 @@ class TagTask:
         self.tags: LabelVocab | None = None
         self.train_forms: set[str] = set()
         self.extra_tags: list[str] = []  # gold tags of evaluation data that training never saw
-        self.splits: dict[str, TagSplit] = {}
-        self.counts: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ files
-    def _sources(self) -> dict[str, str | None]:
-        d = self.cfg.data
-        if d.train:
-            return {"train": d.train, "valid": d.valid, "test": d.test}
-        spec = get_dataset(self.cfg.dataset or self.default_dataset)
-        return {"train": spec.train, "valid": spec.valid, "test": spec.test}
-
-    def read_file(self, path: str | Path) -> list[Sentence]:
-        fmt = self.cfg.data.format if self.cfg.data.format != "auto" else detect_format(path)
+    def read(self, path: str | Path) -> list[Sentence]:
         stats = ReadStats()
         kw = {"encoding": self.cfg.data.encoding, "skip_bad_rows": self.cfg.data.skip_bad_rows, "stats": stats}
-        if fmt == "conllu":
+        if self.format_of(path) == "conllu":
             sentences = list(read_conllu(path, column=self.opt.column, **kw))
         else:
             sentences = list(read_tagged(path, **kw))
-        if stats.skipped:
-            self.log(f"{path}: skipped {stats.skipped} bad sentences (first: {'; '.join(stats.first_errors[:2])})")
-        self.counts.setdefault("skipped_sentences", {})[str(path)] = stats.skipped
+        self.note_skipped(path, stats, "sentences")
         return sentences
 
     # ------------------------------------------------------------------ features
@@ -158,37 +137,12 @@ class TagTask:
         return words, chars, char_lengths
 
     # ------------------------------------------------------------------ preparation
-    def prepare(self, artifacts: str | Path | None = None) -> None:
-        """Read and encode every split. With `artifacts` (a run directory) the vocabularies are loaded
-        from it (resume, evaluation) and a training split is optional; otherwise they are built from it."""
-        sources = self._sources()
-        if not sources["train"] and artifacts is None:
-            name = self.cfg.dataset
-            raise ConfigError(f"dataset {name!r} has no training split: evaluate a run on it with "
-                              f"`seqlab evaluate RUN_DIR --data {name}`" if name and not self.cfg.data.train
-                              else "no training data: set data.train=PATH or dataset=NAME")
-        raw = {split: (self.read_file(path), str(path)) for split, path in sources.items() if path}
-        if "train" in raw and "valid" not in raw and self.cfg.data.valid_fraction > 0:
-            sentences, path = raw["train"]
-            keep, held = hold_out(len(sentences), self.cfg.data.valid_fraction, self.cfg.seed)
-            raw["train"] = ([sentences[i] for i in keep], path)
-            raw["valid"] = ([sentences[i] for i in held], path)
-        if artifacts is None:
-            train = raw["train"][0]
-            if not train:
-                raise DataError("no training sentences", path=raw["train"][1])
-            self.words = Vocab.build((map(self.word_key, s.tokens) for s in train), min_freq=self.opt.min_freq,
-                                     max_size=self.opt.max_vocab)
-            self.chars = Vocab.build((self.char_sequence(w) for s in train for w in s.tokens), specials=CHAR_SPECIALS)
-            self.tags = LabelVocab.build(t for s in train for t in s.tags)
-            self.train_forms = {w for s in train for w in s.tokens}
-        else:
-            self.load_artifacts(artifacts)
-        for split, (sentences, path) in raw.items():
-            self.splits[split] = self._make_split(sentences, path)
-        self.counts.update({f"{k}_examples": len(v.sentences) for k, v in self.splits.items()})
-        self.counts.update({f"{k}_tokens": len(v.tags) for k, v in self.splits.items()})
-        self.counts.update(vocab_size=len(self.words), chars=len(self.chars), num_tags=len(self.tags))
+    def build(self, train: list[Sentence]) -> None:
+        self.words = Vocab.build((map(self.word_key, s.tokens) for s in train), min_freq=self.opt.min_freq,
+                                 max_size=self.opt.max_vocab)
+        self.chars = Vocab.build((self.char_sequence(w) for s in train for w in s.tokens), specials=CHAR_SPECIALS)
+        self.tags = LabelVocab.build(t for s in train for t in s.tags)
+        self.train_forms = {w for s in train for w in s.tokens}
 
     def _tag_id(self, tag: str) -> int:
         """The id of a gold tag; a tag training never saw gets an id past the model's tags."""
@@ -199,33 +153,27 @@ class TagTask:
             self.log(f"tag {tag!r} does not occur in the training data: its words count as errors")
         return len(self.tags) + self.extra_tags.index(tag)
 
-    def _make_split(self, sentences: list[Sentence], path: str | None) -> TagSplit:
+    def make_split(self, sentences: list[Sentence], path: str, split: str) -> TagSplit:
         tokens = [s.tokens for s in sentences]
         words, chars, char_lengths = self.encode(tokens)
         tags = np.fromiter((self._tag_id(t) for s in sentences for t in s.tags), dtype=np.int64, count=len(words.ids))
         unseen = np.fromiter((w not in self.train_forms for s in tokens for w in s), dtype=bool, count=len(words.ids))
         return TagSplit(tokens, words, chars, char_lengths, tags, unseen, path)
 
-    # ------------------------------------------------------------------ artifacts
-    def save_artifacts(self, run_dir: str | Path) -> None:
-        atomic_write_text(Path(run_dir) / ARTIFACT, json.dumps({
-            "words": self.words.to_dict(), "chars": self.chars.to_dict(), "tags": self.tags.to_dict(),
-            "train_forms": sorted(self.train_forms), "counts": self.counts,
-        }, ensure_ascii=False))
+    def count(self) -> None:
+        self.counts.update({f"{k}_tokens": len(v.tags) for k, v in self.splits.items()})
+        self.counts.update(vocab_size=len(self.words), chars=len(self.chars), num_tags=len(self.tags))
 
-    def load_artifacts(self, run_dir: str | Path) -> None:
-        path = Path(run_dir) / ARTIFACT
-        try:
-            blob = json.loads(path.read_text(encoding="utf-8"))
-            self.words = Vocab.from_dict(blob["words"], path)
-            self.chars = Vocab.from_dict(blob["chars"], path)
-            self.tags = LabelVocab.from_dict(blob["tags"], path)
-            self.train_forms = set(blob["train_forms"])
-        except FileNotFoundError:
-            raise CheckpointError("vocabulary file missing", path=path) from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"vocabulary file is corrupt ({e.__class__.__name__})", path=path) from None
-        self.counts = blob.get("counts", {})
+    # ------------------------------------------------------------------ artifacts
+    def artifacts(self) -> dict:
+        return {"words": self.words.to_dict(), "chars": self.chars.to_dict(), "tags": self.tags.to_dict(),
+                "train_forms": sorted(self.train_forms)}
+
+    def restore(self, blob: dict, path: Path) -> None:
+        self.words = Vocab.from_dict(blob["words"], path)
+        self.chars = Vocab.from_dict(blob["chars"], path)
+        self.tags = LabelVocab.from_dict(blob["tags"], path)
+        self.train_forms = set(blob["train_forms"])
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
@@ -234,18 +182,8 @@ class TagTask:
                               unk_idx=self.words.unk_index, char_padding_idx=self.chars.pad_index)
 
     # ------------------------------------------------------------------ batches (the trainer's protocol)
-    def has_split(self, split: str) -> bool:
-        return split in self.splits and len(self.splits[split].sentences) > 0
-
-    def epoch_plan(self, epoch: int) -> list[np.ndarray]:
-        train = self.splits["train"]
-        bs, seed = self.cfg.train.batch_size, self.cfg.seed * 1_000_003 + epoch
-        if self.cfg.train.bucket:
-            return bucketed_batches(train.words.lengths, bs, seed)
-        return shuffled_batches(len(train.sentences), bs, seed)
-
-    def start_epoch(self, epoch: int) -> None:
-        pass
+    def lengths(self, split: TagSplit) -> np.ndarray:
+        return split.words.lengths
 
     def collate(self, words: Packed, chars: np.ndarray, char_lengths: np.ndarray, index: np.ndarray
                 ) -> tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]:
@@ -330,52 +268,39 @@ class TagTask:
         return {**scores, "sentences": len(sp.sentences), "tokens": len(sp.tags),
                 "unseen_tokens": int(sp.unseen.sum()), **full}
 
-    def add_eval_file(self, path: str, split: str = "test") -> None:
-        """Read another file for evaluation with the run's vocabularies."""
-        self.splits[split] = self._make_split(self.read_file(path), path)
-
-    def predictor(self, model: nn.Module) -> TagPredictor:
-        return TagPredictor(self, model)
-
-    def example_command(self, run_dir: str | Path) -> str:
-        return f'seqlab predict {run_dir} "The quick brown fox jumps over the lazy dog ."'
 
 
-class TagPredictor:
+class TagPredictor(Predictor):
     """What `seqlab.load(run_dir)` returns for a tagging run."""
 
-    task_name = "tag"
+    inputs = Inputs("tokens", "sentences", "sentences: a string (split at whitespace) or a list of tokens")
+    options: ClassVar[dict[str, Option]] = {"top_k": Option(int, 1, "how many tags to return per token, best first",
+                                                            Range(min=1))}
 
-    def __init__(self, task: TagTask, model: nn.Module):
-        self.task, self.model = task, model.eval()
-        self.tags = list(task.tags.itos)
+    def labels(self) -> list[str]:
+        return list(self.task.tags.itos)
 
-    @torch.no_grad()
-    def predict(self, sentences: list[str] | list[list[str]], top_k: int = 1) -> list[dict]:
+    def run(self, sentences: list[str | list[str]], top_k: int) -> list[dict]:
         """For each sentence (a string, split at whitespace, or a list of tokens): `tokens`, one tag per
         token in `tags`, its `probabilities`, and with top_k > 1 `top_k`: per token [(tag, p), ...]."""
-        if isinstance(sentences, str):
-            sentences = [sentences]
         tokens = [s.split() if isinstance(s, str) else list(s) for s in sentences]
         for i, s in enumerate(tokens, 1):
             if not s:
                 raise DataError(f"sentence {i} has no tokens")
-        if not tokens:
-            return []
-        task = self.task
+        task, tags = self.task, self.labels()
         words, chars, char_lengths = task.encode(tokens)
         out: list[dict] = []
-        k = max(1, min(top_k, len(self.tags)))
+        k = min(top_k, len(tags))
         for index in sequential_batches(len(tokens), task.cfg.train.eval_batch_size):
             inputs, _, _ = task.collate(words, chars, char_lengths, index)
             probs = torch.softmax(self.model(*inputs).float(), dim=-1).cpu()  # (B, T, K)
             p, idx = probs.topk(k, dim=-1)  # (B, T, k)
             for row, i in enumerate(index):
                 n = len(tokens[i])
-                r = {"tokens": tokens[i], "tags": [self.tags[j] for j in idx[row, :n, 0].tolist()],
+                r = {"tokens": tokens[i], "tags": [tags[j] for j in idx[row, :n, 0].tolist()],
                      "probabilities": p[row, :n, 0].tolist()}
                 if top_k > 1:
-                    r["top_k"] = [[(self.tags[j], pj) for j, pj in zip(ij, pp, strict=True)]
+                    r["top_k"] = [[(tags[j], pj) for j, pj in zip(ij, pp, strict=True)]
                                   for ij, pp in zip(idx[row, :n].tolist(), p[row, :n].tolist(), strict=True)]
                 out.append(r)
         return out
@@ -383,3 +308,31 @@ class TagPredictor:
     def format_text(self, result: dict) -> str:
         """`word/TAG word/TAG ...`, as the CLI prints a tagged sentence."""
         return " ".join(f"{w}/{t}" for w, t in zip(result["tokens"], result["tags"], strict=True))
+
+    def split_items(self, split: str) -> list[list[str]]:
+        return [list(s) for s in self.task.splits[split].sentences]
+
+    def split_references(self, split: str) -> list[list[str]]:
+        sp, names = self.task.splits[split], self.labels() + self.task.extra_tags
+        return [[names[t] for t in sp.tags[sp.words.starts[i]: sp.words.starts[i] + sp.words.lengths[i]]]
+                for i in range(len(sp))]
+
+    def synthetic_inputs(self, n: int) -> list[list[str]]:
+        words = [w for w in self.task.words.itos if not w.startswith("<")] or ["x"]
+        rng = random.Random(0)
+        return [rng.choices(words, k=rng.randint(1, 12)) for _ in range(n)]
+
+    def export_spec(self) -> ExportSpec:
+        task = self.task
+
+        def inputs(sentences: list[list[str]]) -> tuple[torch.Tensor, ...]:
+            words, chars, char_lengths = task.encode(sentences)
+            return task.collate(words, chars, char_lengths, np.arange(len(sentences)))[0]
+
+        return ExportSpec(("words", "chars", "lengths"),
+                          {"words": {0: "batch", 1: "time"}, "chars": {0: "batch", 1: "time", 2: "letters"},
+                           "lengths": {0: "batch"}, "logits": {0: "batch", 1: "time"}},
+                          inputs, longer=lambda tokens, n: list(tokens) * -(-n // max(1, len(tokens))))
+
+
+TagTask.Predictor = TagPredictor
