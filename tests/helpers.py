@@ -31,3 +31,16 @@ def tiny_classification(tmp_path: Path, n_train: int = 240, n_test: int = 60) ->
     train = write_csv(tmp_path / "train.csv", sentiment_rows(n_train, seed=1))
     test = write_csv(tmp_path / "test.csv", sentiment_rows(n_test, seed=2))
     return {"data.train": str(train), "data.test": str(test)}
+
+
+def assert_seeded(run) -> None:
+    """`run(seed)` (a tensor or a tuple of tensors) is equal for one seed and differs for another: the seed
+    is used, not ignored. Inputs must not depend on the seed (draw them from a fixed generator)."""
+    import torch
+
+    def flat(x):
+        return list(x) if isinstance(x, (tuple, list)) else [x]
+
+    a, b, c = flat(run(0)), flat(run(0)), flat(run(1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), "same seed, different results"
+    assert any(not torch.equal(x, y) for x, y in zip(a, c, strict=True)), "another seed, the same results"

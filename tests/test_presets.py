@@ -70,3 +70,13 @@ def test_models_use_one_name_per_option() -> None:
     for old in ("embed_dim", "hidden_dim", "d_model", "n_heads", "n_layers", "num_layers", "d_ff", "emb_dim",
                 "enc_layers", "dec_layers", "tie_weights", "positional"):
         assert old not in names
+
+
+def test_the_seed_check_fails_when_the_seed_is_ignored() -> None:
+    import torch
+
+    from tests.helpers import assert_seeded
+
+    assert_seeded(lambda seed: torch.randn(3, generator=torch.Generator().manual_seed(seed)))
+    with pytest.raises(AssertionError, match="another seed"):
+        assert_seeded(lambda seed: torch.ones(3))

@@ -40,7 +40,7 @@ LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char"}
 
 
 class TrainTask(Protocol):
-    """What the trainer needs from a task."""
+    """What the trainer needs from a task: a subset of `seqlab.tasks.base.Task`, the whole contract."""
 
     default_metric: str  # the valid metric that picks the best epoch
     headline: str  # the metric shown beside the loss in the per-epoch lines
