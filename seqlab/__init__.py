@@ -9,5 +9,5 @@
 # function `seqlab.train` once loaded; binding the API names after it loads keeps `seqlab.train(...)`.
 from seqlab.api import evaluate, info, load, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["train", "load", "evaluate", "info", "__version__"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from seqlab.config import Config, load_yaml, make_config, resolve
+from seqlab.config import FORMAT_VERSION, Config, load_yaml, make_config, resolve
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.tasks import TASKS
@@ -138,9 +138,16 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
             raise ConfigError(f"cannot change {', '.join(bad)} when resuming (allowed: {allowed})")
         if changed:
             cfg = make_config(cfg.to_dict(), overrides)  # parses `key=value` strings as a new run does
+        elif (run_dir / "summary.json").is_file():
+            say(f"{run_dir} is finished; nothing to resume (train it longer with train.epochs=N)")
+            return run_dir
         start_over = not checkpoint_dirs(run_dir)
     else:
         cfg = make_config(preset, overrides)
+        if not (cfg.dataset or cfg.data.train or cfg.data.valid or cfg.data.test):
+            cfg.dataset = TASKS[cfg.task].default_dataset  # said in config.yaml and on the model card
+        if out is not None and main and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+            raise ConfigError(f"{out} exists and is not empty: choose another --out or --resume it")
     seed_everything(cfg.seed)
     device, task = _setup(cfg, log)
     t0 = time.perf_counter()
@@ -166,8 +173,8 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
             run_dir.rmdir()
         os.replace(tmp, run_dir)
     elif main:
-        if changed:
-            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        if changed or load_yaml(run_dir / "config.yaml").get("format_version") != FORMAT_VERSION:
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())  # changed keys, or migrated
         if start_over:
             say("no checkpoint yet: the run starts over from step 0")
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -197,8 +204,11 @@ def _write_summary(run_dir: Path, results: dict, wall: float, n_params: int, tas
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
 
 
-def _open(run_dir: str | os.PathLike, device: str | None = None, log=None):
+def _open(run_dir: str | os.PathLike, device: str | None = None, log=None, overrides: dict | list | None = None):
+    """A run's config (with `overrides`), device and task (nothing read yet)."""
     cfg = read_run_config(run_dir)
+    if overrides:
+        cfg = make_config(cfg.to_dict(), overrides)
     if device is not None:
         cfg.device = device
     dev, task = _setup(cfg, log)
@@ -225,10 +235,15 @@ def load(run_dir: str | os.PathLike, device: str | None = None, model: torch.nn.
 
 
 def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "test",
-             skip_bad_rows: bool = False, log=None) -> dict:
-    """Full metrics of a run on `split` of its own data, of a named dataset, or of a file. `log` receives
-    the task's notes on the data (skipped bad rows, texts shared between splits)."""
-    cfg, dev, task = _open(run_dir, log=log)
+             skip_bad_rows: bool = False, log=None, overrides: dict | list | None = None) -> dict:
+    """Full metrics of a run on `split` of its own data, of a named dataset, or of a file. `overrides`: data.*
+    keys saying how to read `data` when its layout differs from the training data's (format, header, columns,
+    encoding). `log` receives the task's notes on the data (skipped bad rows, texts shared between splits)."""
+    keys = [k if isinstance(overrides, dict) else k.split("=", 1)[0].strip() for k in overrides or []]
+    if any(not k.startswith("data.") for k in keys):
+        raise ConfigError(f"evaluate takes data.* overrides only (how to read the data), got "
+                          f"{next(k for k in keys if not k.startswith('data.'))}")
+    cfg, dev, task = _open(run_dir, log=log, overrides=overrides)
     cfg.data.skip_bad_rows = skip_bad_rows or cfg.data.skip_bad_rows
     if data is not None and not Path(data).exists() and "/" not in data and "." not in data:
         cfg.dataset, cfg.data.train, cfg.data.valid, cfg.data.test = data, None, None, None
@@ -243,6 +258,26 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
     model = _model(task, run_dir, dev)
     with torch.no_grad():
         return task.report(model, split)
+
+
+def listing() -> dict:
+    """What `seqlab presets` shows: the shipped presets (name, first comment line), the named datasets (where
+    each split file resolves, without downloading) and every config key with its type, default and help."""
+    from seqlab.config import PRESETS, describe_keys, preset_names
+    from seqlab.data.datasets import DATASETS, locate
+
+    presets = []
+    for name in preset_names():
+        lines = (PRESETS / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        about = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        presets.append({"name": name, "about": about})
+    datasets = []
+    for name, recipe in DATASETS.items():
+        splits = {split: [{"where": where, "path": str(path) if path else None,
+                           "bytes": path.stat().st_size if path else None} for where, path in files]
+                  for split, files in locate(name).items()}
+        datasets.append({"name": name, "format": recipe.format, "splits": splits})
+    return {"presets": presets, "datasets": datasets, "keys": describe_keys()}
 
 
 def info(run_dir: str | os.PathLike) -> dict:
@@ -260,6 +295,9 @@ def info(run_dir: str | os.PathLike) -> dict:
         "intended_use": task.intended_use,
         "config": cfg.to_dict(),
         "summary": _read_summary(run / "summary.json"),
+        "status": ("finished" if (run / "summary.json").is_file() else
+                   f"stopped before the end: finish it with `seqlab train --resume {run}`" if checkpoint_dirs(run)
+                   else "not trained yet"),
         "checkpoints": [p.name for p in checkpoint_dirs(run)],
         "files": sorted(p.name for p in run.iterdir()),
     }

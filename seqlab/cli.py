@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from seqlab.errors import DataError, Interrupted, SeqlabError
@@ -69,7 +70,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from seqlab import api
 
-    rep = api.evaluate(a.run_dir, data=a.data, split=a.split, skip_bad_rows=a.skip_bad_rows, log=_note)
+    rep = api.evaluate(a.run_dir, data=a.data, split=a.split, skip_bad_rows=a.skip_bad_rows, log=_note,
+                       overrides=a.overrides)
     if a.json:
         print(json.dumps(rep))
         return
@@ -175,6 +177,7 @@ def cmd_info(a: argparse.Namespace) -> None:
     s = i["summary"]
     print(f"run        {i['run_dir']}")
     print(f"task       {i['task']}   model {i['model']}   data {i['dataset']}")
+    print(f"status     {i['status']}")
     if s:
         print(f"parameters {s.get('parameters', 0):,}   wall {s.get('wall_seconds', 0):.1f} s")
         counts = s.get("counts", {})
@@ -209,79 +212,129 @@ def cmd_export(a: argparse.Namespace) -> None:
           f"{'; '.join(m['verified_on'])}")
 
 
+def cmd_presets(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    listing = api.listing()
+    shown = [a.what] if a.what else ["presets", "datasets", "keys"]
+    if a.json:
+        print(json.dumps({k: listing[k] for k in shown}, default=str))
+        return
+    if "presets" in shown:
+        print("presets (seqlab train NAME [key=value ...]; a path to a YAML file works too):")
+        width = max(len(p["name"]) for p in listing["presets"])
+        for p in listing["presets"]:
+            print(f"  {p['name']:<{width}}  {p['about']}")
+    if "datasets" in shown:
+        print("\nnamed datasets (dataset=NAME; $SEQLAB_DATA/NAME/ is looked in first, then the cache, then the "
+              "download address):")
+        for d in listing["datasets"]:
+            print(f"  {d['name']}  ({d['format']})")
+            for split, files in d["splits"].items():
+                for f in files:
+                    found = f"{f['where']}: {f['path']} ({f['bytes'] / 1e6:,.1f} MB)" if f["path"] else \
+                        f"not here; downloads from {f['where']}"
+                    print(f"      {split:<5}  {found}")
+    if "keys" in shown:
+        print("\nconfig keys (key=value; task.* and model.* depend on the task and model):")
+        section = None
+        for k in listing["keys"]:
+            if k["section"] != section:
+                section = k["section"]
+                print(f"  [{section}]")
+            about = f"{k['type']}; {k['help']}" if k["help"] else k["type"]
+            print(f"    {k['key']} = {json.dumps(k['default'])}    {about}")
+
+
+def cmd_completion(a: argparse.Namespace) -> None:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=a.shell))
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from seqlab.report.runs import write_report
 
     print(f"report written to {write_report(a.run_dirs, a.out, evaluate=not a.no_eval)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqlab", description="Classic sequence models: train, evaluate, serve.")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`seqlab: error: ... (see `seqlab VERB --help`)`), exit 2."""
 
-    t = sub.add_parser("train", help="train a model (default: the bag-of-n-grams classifier on the bundled sample)")
-    t.add_argument("args", nargs="*", metavar="[PRESET.yaml] [key=value]", help="a preset and dotted overrides")
+    def error(self, message: str):
+        self.exit(2, f"seqlab: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _train_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("args", nargs="*", metavar="[PRESET] [key=value]",
+                   help="a preset (a name such as sst2/bag, see `seqlab presets`, or a YAML file) and dotted "
+                        "overrides (train.epochs=3 model=cnn data.train=my.csv ...), in any order")
     t.add_argument("--out", help="run directory to create (default runs/<data>-<model>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     t.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows")
-    t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="metrics of a run on a split, a named dataset or a file")
-    e.add_argument("run_dir")
-    e.add_argument("--data", help="a file (read as the run's training data was) or a dataset name")
-    e.add_argument("--split", default="test")
+
+def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
+    e.add_argument("run_dir", help="a run directory")
+    e.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE",
+                   help="how to read --data when its layout differs from the training data's (data.format=, "
+                        "data.header=, data.label_column=, data.text_columns=, data.encoding=, ...)")
+    e.add_argument("--data", help="a file (read as the run's training data was, or as data.* says) or a "
+                                  "dataset name")
+    e.add_argument("--split", default="test", help="the split to evaluate (default test)")
     e.add_argument("--json", action="store_true", help="one JSON object")
-    e.add_argument("--skip-bad-rows", action="store_true")
-    e.set_defaults(func=cmd_evaluate)
+    e.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows")
 
-    r = sub.add_parser("predict", help="predict with any run: labels, tags, translations, continuations, captions")
-    r.add_argument("run_dir")
-    r.add_argument("texts", nargs="*", metavar="INPUT", help="texts (or image files, or a prompt) to predict on")
-    r.add_argument("--file", help="one input per line")
-    r.add_argument("--top-k", type=int, help="labels (tags) to return per text, best first (default 1)")
-    r.add_argument("--json", action="store_true", help="one JSON object per text")
+
+def _inputs_arguments(r: argparse.ArgumentParser, what: str) -> None:
+    r.add_argument("run_dir", help="a run directory")
+    r.add_argument("texts", nargs="*", metavar="INPUT", help=what)
+    r.add_argument("--file", help="one input per line (UTF-8)")
+    r.add_argument("--json", action="store_true", help="one JSON object per input")
+
+
+def _predict_arguments(r: argparse.ArgumentParser) -> None:
+    _inputs_arguments(r, "texts (or image files, or prompts) to predict on")
+    r.add_argument("--top-k", type=int, help="labels (tags) to return per input, best first (default 1)")
     r.add_argument("--explain", action="store_true",
                    help="show each token's attention weight (models with attention pooling or [CLS])")
     r.add_argument("--plot-attention", metavar="OUT.png",
                    help="draw the model's attention (OUT-1.png, ... for several inputs)")
     r.add_argument("--onnx", action="store_true",
                    help="RUN_DIR is a model.onnx written by `seqlab export`: run it with ONNX Runtime")
-    r.set_defaults(func=cmd_predict)
 
-    g = sub.add_parser("generate", help="continue a prompt with a language model, printing tokens as they come")
-    g.add_argument("run_dir")
+
+def _generate_arguments(g: argparse.ArgumentParser) -> None:
+    g.add_argument("run_dir", help="a language-model run directory")
     g.add_argument("--prompt", required=True, help="the text to continue")
-    g.add_argument("--max-new-tokens", type=int, help="tokens to generate")
+    g.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 200)")
     g.add_argument("--temperature", type=float, help="0: always the most likely token; higher: more varied")
     g.add_argument("--top-k", type=int, help="draw only from the K most likely tokens")
     g.add_argument("--top-p", type=float, help="draw only from the smallest set of tokens with probability >= P")
     g.add_argument("--seed", type=int, help="the same seed gives the same text")
-    g.set_defaults(func=cmd_generate)
 
-    tr = sub.add_parser("translate", help="translate sentences with a translation run")
-    tr.add_argument("run_dir")
-    tr.add_argument("texts", nargs="*", metavar="TEXT")
-    tr.add_argument("--file", help="one sentence per line")
+
+def _translate_arguments(tr: argparse.ArgumentParser) -> None:
+    _inputs_arguments(tr, "sentences to translate")
     tr.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1: greedy)")
     tr.add_argument("--plot-attention", metavar="OUT.png",
                     help="draw the source x output attention as a heatmap (OUT-1.png, ... for several)")
-    tr.add_argument("--json", action="store_true", help="one JSON object per sentence")
-    tr.set_defaults(func=cmd_translate)
 
-    c = sub.add_parser("caption", help="describe images with a captioning run")
-    c.add_argument("run_dir")
-    c.add_argument("images", nargs="+", metavar="IMAGE")
+
+def _caption_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("run_dir", help="a captioning run directory")
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     c.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1: greedy)")
     c.add_argument("--plot-attention", metavar="OUT.png",
                    help="draw each word's attention over the picture (OUT-1.png, ... for several images)")
     c.add_argument("--json", action="store_true", help="one JSON object per image")
-    c.set_defaults(func=cmd_caption)
 
-    s = sub.add_parser("serve", help="serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs")
-    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+
+def _serve_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs to serve")
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
     s.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 2)")
     s.add_argument("--max-batch", type=int, help="items per model call (1: no micro-batching)")
     s.add_argument("--threads", type=int, help="torch threads (default: the runs' config)")
@@ -291,35 +344,102 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-beam", type=int, help="largest beam size of a translate request")
     s.add_argument("--max-body-bytes", type=int, help="largest request body (JSON or image upload)")
     s.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long in-flight requests may take")
-    s.set_defaults(func=cmd_serve)
 
-    x = sub.add_parser("export", help="export a run's model to ONNX, verified against PyTorch")
-    x.add_argument("run_dir")
-    x.add_argument("--format", choices=["onnx"], default="onnx")
-    x.add_argument("--out", required=True, metavar="FILE.onnx",
-                   help="the model file; its config and vocabulary are written beside it")
+
+def _export_arguments(x: argparse.ArgumentParser) -> None:
+    x.add_argument("run_dir", help="a run directory")
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="the format (onnx)")
+    x.add_argument("--out", required=True, metavar="DIR/FILE.onnx",
+                   help="the model file, in a folder of its own: its config and vocabulary are written beside it")
     x.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
                    help="auto: torch.export (dynamo) where it works, else the TorchScript-based exporter")
     x.add_argument("--examples", type=int, default=64, help="examples of the run's data to verify on")
-    x.set_defaults(func=cmd_export)
 
-    rp = sub.add_parser("report", help="learning curves, confusion matrix, model card; several runs compared")
-    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+
+def _report_arguments(rp: argparse.ArgumentParser) -> None:
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs to report on")
     rp.add_argument("--out", help="folder for report.md and its PNGs (default RUN_DIR/report, or ./report)")
     rp.add_argument("--no-eval", action="store_true",
                     help="only what the run directory holds (no confusion matrix or decoded examples)")
-    rp.set_defaults(func=cmd_report)
 
-    i = sub.add_parser("info", help="what a run directory holds")
-    i.add_argument("run_dir")
-    i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_info)
+
+def _info_arguments(i: argparse.ArgumentParser) -> None:
+    i.add_argument("run_dir", help="a run directory")
+    i.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _presets_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", choices=["presets", "datasets", "keys"],
+                   help="only the presets, the named datasets or the config keys (default: all three)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _completion_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("shell", choices=["bash", "zsh"], help="the shell (e.g. `eval \"$(seqlab completion bash)\"`)")
+
+
+VERBS: dict[str, tuple[str, Callable, Callable]] = {  # verb -> (help, arguments, command)
+    "train": ("train a model (default: the bag-of-n-grams classifier on the bundled sample)", _train_arguments,
+              cmd_train),
+    "evaluate": ("metrics of a run on a split, a named dataset or a file", _evaluate_arguments, cmd_evaluate),
+    "predict": ("predict with any run: labels, tags, translations, continuations, captions", _predict_arguments,
+                cmd_predict),
+    "generate": ("continue a prompt with a language model, printing tokens as they come", _generate_arguments,
+                 cmd_generate),
+    "translate": ("translate sentences with a translation run", _translate_arguments, cmd_translate),
+    "caption": ("describe images with a captioning run", _caption_arguments, cmd_caption),
+    "serve": ("serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs", _serve_arguments,
+              cmd_serve),
+    "export": ("export a run's model to ONNX, verified against PyTorch", _export_arguments, cmd_export),
+    "report": ("learning curves, confusion matrix, model card; several runs compared", _report_arguments,
+               cmd_report),
+    "info": ("what a run directory holds", _info_arguments, cmd_info),
+    "presets": ("the presets, named datasets and config keys (with defaults and help)", _presets_arguments,
+                cmd_presets),
+    "completion": ("print a shell completion script for bash or zsh", _completion_arguments, cmd_completion),
+}
+
+
+def verb_parser(verb: str) -> argparse.ArgumentParser:
+    """The parser of one verb; options and positional arguments may come in any order."""
+    help_, arguments, command = VERBS[verb]
+    p = _Parser(prog=f"seqlab {verb}", description=help_[0].upper() + help_[1:] + ".")
+    arguments(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All verbs as subcommands of one parser: what `seqlab --help` and shell completion show."""
+    from seqlab import __version__
+
+    p = _Parser(prog="seqlab", description="Classic sequence models: train, evaluate, predict, serve.")
+    p.add_argument("--version", action="version", version=f"seqlab {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    for verb, (help_, arguments, _) in VERBS.items():
+        arguments(sub.add_parser(verb, help=help_, description=help_[0].upper() + help_[1:] + "."))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        try:
+            build_parser().parse_args(argv or ["--help"])
+        except SystemExit as e:
+            return int(e.code or 0)
+    if argv[0] not in VERBS:
+        import difflib
+
+        near = difflib.get_close_matches(argv[0], list(VERBS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f" (verbs: {', '.join(VERBS)})"
+        print(f"seqlab: error: unknown verb {argv[0]!r}{hint}", file=sys.stderr)
+        return 2
+    try:
+        args = verb_parser(argv[0]).parse_intermixed_args(argv[1:])
+    except SystemExit as e:
+        return int(e.code or 0)
     try:
         args.func(args)
     except Interrupted as e:  # not an error: the run can be resumed

@@ -94,9 +94,9 @@ class DataConfig:
 
     train: str | None = None  # the training file (or folder, prefix): see the task for its formats
     valid: str | None = None  # None: data.valid_fraction of train is held out
-    test: str | None = None
+    test: str | None = None  # None: no test split (a named dataset has its own)
     format: str = "auto"  # auto: by the file's name and first lines; the task lists its formats
-    encoding: str = "utf-8"
+    encoding: str = "utf-8"  # of every data file
     header: bool | None = None  # csv/tsv: None detects a header line
     label_column: int | str = 0  # csv/tsv: index or header name of the label
     text_columns: list | None = None  # csv/tsv: the columns joined as the text (None: all but the label)
@@ -110,13 +110,13 @@ class DataConfig:
 class Config:
     """A whole run. `task_options` / `model_options` are the chosen task's and model's own dataclasses."""
 
-    task: str = "classify"
-    model: str = "bag"
-    dataset: str | None = None
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    threads: Positive | None = None
+    task: str = "classify"  # classify | tag | translate | lm | image | caption (and any task in seqlab.tasks.TASKS)
+    model: str = "bag"  # the task's model (the task's default when task= is given alone)
+    dataset: str | None = None  # a named dataset (see `seqlab presets datasets`); None: data.* or the task's default
+    seed: int = 0  # every random choice of a run: initialisation, shuffling, dropout, the held-out split
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA when there is one, else the CPU
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision (bf16/fp16 pay on GPUs)
+    threads: Positive | None = None  # torch's CPU threads (None: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Any = None
@@ -221,8 +221,8 @@ def apply_override(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _suggest(key: str, known: list[str]) -> str:
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+def _suggest(key: Any, known: list[str]) -> str:
+    near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
     return f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(sorted(known))}"
 
 
@@ -382,3 +382,71 @@ def make_config(preset: str | os.PathLike | dict | None = None, overrides: dict 
     for k, v in items:
         apply_override(tree, k, v)
     return resolve(tree)
+
+
+# ---------------------------------------------------------------------------------------------- describing keys
+def _field_help(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field of a dataclass (and of the dataclasses it inherits), with the
+    comment lines that continue it."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        name = None
+        for line in lines:
+            field_line = re.match(r"\s+(\w+): [^#]*?(?:#\s*(.*))?$", line)
+            if field_line and not line.lstrip().startswith("#"):
+                name = field_line.group(1)
+                if field_line.group(2):
+                    out[name] = field_line.group(2).strip()
+            elif name and (comment := re.match(r"\s+#\s*(.*)$", line)) and name in out:
+                out[name] += " " + comment.group(1).strip()
+            else:
+                name = None
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    """A field's type as `seqlab presets` shows it: `int >= 1`, `one of a, b`, `float in [0, 1)`, ..."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        bounds = [e.describe() for e in extras if isinstance(e, Range)]
+        return _type_name(base) + (f" ({bounds[0]})" if bounds else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " | ".join(_type_name(a) for a in args) + (" | null" if len(args) < len(typing.get_args(tp)) else "")
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return f"list of {_type_name(item)}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe_keys() -> list[dict]:
+    """Every config key: its dotted name, type, default and help, the task and model sections once per task
+    and model (`section`: top, data, train, task:NAME, model:TASK/NAME)."""
+    def rows(cls: type, prefix: str, section: str, skip: tuple[str, ...] = ()) -> list[dict]:
+        hints, helps = typing.get_type_hints(cls, include_extras=True), _field_help(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            out.append({"key": f"{prefix}{f.name}", "section": section, "type": _type_name(hints[f.name]),
+                        "default": default, "help": helps.get(f.name, "")})
+        return out
+
+    out = rows(Config, "", "top", skip=("data", "train", "task_options", "model_options", "format_version"))
+    out += rows(DataConfig, "data.", "data") + rows(TrainConfig, "train.", "train")
+    for task, cls in TASKS.items():
+        out += rows(cls.Config, "task.", f"task:{task}")
+        for model, mcls in MODELS.get(task, {}).items():
+            out += rows(mcls.Config, "model.", f"model:{task}/{model}")
+    return out

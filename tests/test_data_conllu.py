@@ -12,7 +12,7 @@ from seqlab.data.readers import ReadStats
 from seqlab.errors import ConfigError, DataError
 
 # Two sentences with every kind of line: metadata and plain comments, a multiword token (1-2), an empty
-# node (3.1), a FORM with a space (UD allows it), and no trailing blank line after the last sentence.
+# node (3.1), a FORM with a space (UD allows it), and the empty line after the last sentence.
 GOOD = (
     "# newdoc id = d1\n"
     "# sent_id = s1\n"
@@ -26,7 +26,8 @@ GOOD = (
     "\n"
     "# a comment without metadata\n"
     "1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_\n"
-    "2\t!\t!\tPUNCT\t.\t_\t1\tpunct\t_\t_"
+    "2\t!\t!\tPUNCT\t.\t_\t1\tpunct\t_\t_\n"
+    "\n"
 )
 
 
@@ -73,8 +74,8 @@ def test_reading_is_lazy(tmp_path):
         next(it)
 
 
-def test_crlf_bom_gzip_and_extra_blank_lines(tmp_path):
-    text = "\ufeff" + GOOD.replace("\n\n", "\n\n\n\n").replace("\n", "\r\n") + "\r\n\r\n"
+def test_crlf_bom_and_gzip(tmp_path):
+    text = "\ufeff" + GOOD.replace("\n", "\r\n")
     plain = tmp_path / "crlf.conllu"
     plain.write_bytes(text.encode("utf-8"))
     packed = tmp_path / "crlf.conllu.gz"
@@ -89,7 +90,7 @@ def test_crlf_bom_gzip_and_extra_blank_lines(tmp_path):
 
 def test_latin1_file_needs_its_encoding(tmp_path):
     path = tmp_path / "latin1.conllu"
-    path.write_bytes((row(1) + row(2, form="café")).encode("latin-1"))
+    path.write_bytes((row(1) + row(2, form="café") + "\n").encode("latin-1"))
     with pytest.raises(DataError) as e:
         list(read_conllu(path))
     assert str(e.value).startswith(f"{path}:2: ") and "latin-1" in str(e.value)
@@ -117,6 +118,14 @@ BAD_CONLLU = {
     "nul byte": (row(1) + row(2, form="a\x00b"), 2, "NUL"),
     "comment inside a sentence": (row(1) + "# late comment\n" + row(2), 2, "comment line inside a sentence"),
     "comments without a sentence": (row(1) + "\n# sent_id = lonely\n", 3, "comment lines without a sentence"),
+    # what the UD validator rejects at level 1 too
+    "a line of only spaces": (row(1) + "  \n" + row(2), 2, "a line of only whitespace"),
+    "two empty lines": (row(1) + "\n\n" + row(1), 3, "an empty line that ends no sentence"),
+    "no empty line at the end": (row(1) + row(2), 3, "ends without the empty line"),
+    "form with a leading space": (row(1, form=" w"), 1, "leading or trailing whitespace"),
+    "misc with a trailing space": (row(1).replace("\t_\n", "\t_ \n"), 1, "leading or trailing whitespace"),
+    "not NFC": (row(1, form="cafe\u0301"), 1, "not in Unicode NFC"),
+    "empty nodes out of order": (row(1) + mwt("1.2") + mwt("1.1"), 2, "empty node 1.2 out of sequence"),
     "upos underscore": (row(1) + row(2, upos="_"), 2, "UPOS is '_'"),
     "tag with a space": (row(1, upos="NO UN"), 1, "contains whitespace"),
 }
@@ -125,7 +134,8 @@ BAD_CONLLU = {
 @pytest.mark.parametrize("name", sorted(BAD_CONLLU))
 def test_bad_conllu(tmp_path, name):
     text, line, message = BAD_CONLLU[name]
-    path = write(tmp_path, "# sent_id = ok\n" + row(1) + "\n" + text)  # a good sentence first, 2 lines
+    end = "" if name == "no empty line at the end" else "\n"  # each sentence ends with its empty line
+    path = write(tmp_path, "# sent_id = ok\n" + row(1) + "\n" + text + end)  # a good sentence first, 2 lines
     with pytest.raises(DataError) as e:
         list(read_conllu(path))
     assert e.value.path == str(path) and e.value.line == line + 3, str(e.value)
@@ -134,21 +144,28 @@ def test_bad_conllu(tmp_path, name):
 
 
 def test_xpos_all_underscore_is_an_error_but_some_underscores_are_tags(tmp_path):
-    some = write(tmp_path, row(1, xpos="_") + row(2), "some.conllu")
+    some = write(tmp_path, row(1, xpos="_") + row(2) + "\n", "some.conllu")
     assert next(read_conllu(some, column="xpos")).tags == ["_", "NN"]
-    none = write(tmp_path, row(1) + "\n" + row(1, xpos="_") + row(2, xpos="_"), "none.conllu")
+    none = write(tmp_path, row(1) + "\n" + row(1, xpos="_") + row(2, xpos="_") + "\n", "none.conllu")
     with pytest.raises(DataError, match="no XPOS tags") as e:
         list(read_conllu(none, column="xpos"))
     assert e.value.line == 3
     assert [s.tags for s in read_conllu(none)] == [["NOUN"], ["NOUN", "NOUN"]]  # UPOS is fine
 
 
-@pytest.mark.parametrize("text", ["", "\n\n  \n", "\ufeff"])
-def test_empty_file(tmp_path, text):
+@pytest.mark.parametrize("text", ["", "\ufeff"])
+def test_an_empty_file_is_valid_and_holds_no_sentence(tmp_path, text):
+    """As the UD validator has it; training on it is refused one level up ("no training examples")."""
+    assert list(read_conllu(write(tmp_path, text))) == []
+
+
+@pytest.mark.parametrize("text, message", [("\n\n  \n", "an empty line that ends no sentence"),
+                                           ("# only a comment\n\n", "comment lines without a sentence")])
+def test_a_file_of_blank_lines_or_comments_only_is_bad(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(DataError, match="no sentences") as e:
+    with pytest.raises(DataError, match=message) as e:
         list(read_conllu(path))
-    assert e.value.path == str(path)
+    assert e.value.path == str(path) and e.value.line == 1
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -166,7 +183,7 @@ def test_unknown_column_is_a_config_error(tmp_path):
 
 def test_skip_bad_rows_skips_whole_sentences_and_counts(tmp_path):
     bad_bytes = row(1).encode() + b"\n" + row(1).encode() + b"2\tcaf\xe9\t_\tNOUN\tNN\t_\t1\tdep\t_\t_\n" \
-        + row(3).encode() + b"\n" + row(1).encode() + row(3).encode() + b"\n" + row(1, form="last").encode()
+        + row(3).encode() + b"\n" + row(1).encode() + row(3).encode() + b"\n" + row(1, form="last").encode() + b"\n"
     path = tmp_path / "mixed.conllu"
     path.write_bytes(bad_bytes)
     with pytest.raises(DataError) as e:

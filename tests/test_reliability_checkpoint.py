@@ -47,8 +47,11 @@ def reference(data, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run(reference, tmp_path) -> Path:
-    """A copy of the finished reference run to break."""
-    return Path(shutil.copytree(reference, tmp_path / "run"))
+    """A copy of the reference run to break, as if stopped after its last checkpoint but before its summary
+    (a finished run is not resumed: there is nothing to do)."""
+    run = Path(shutil.copytree(reference, tmp_path / "run"))
+    (run / "summary.json").unlink()
+    return run
 
 
 def cli(args: list[str], capsys) -> tuple[int, list[str], list[str]]:

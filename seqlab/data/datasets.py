@@ -241,6 +241,27 @@ def get_dataset(name: str, *, download: bool = True, progress: bool = True) -> D
                        dict(recipe.reader_options), label_names)
 
 
+def locate(name: str) -> dict[str, list[tuple[str, Path | None]]]:
+    """Where each split file of a named dataset is, without downloading: split -> [(where, path)], `where`
+    being "bundled", "$SEQLAB_DATA", "cache", or the download address (path None) it would come from."""
+    recipe = DATASETS[name]
+    folder = recipe.folder or name
+    out: dict[str, list[tuple[str, Path | None]]] = {}
+    for split in ("train", "valid", "test"):
+        rels = getattr(recipe, split)
+        for rel in (rels if isinstance(rels, tuple) else (rels,) if rels else ()):
+            try:
+                path = _resolve(folder, rel, recipe.files[rel], download=False, progress=False)
+                where = ("bundled" if path.is_relative_to(SAMPLE_DIR) else
+                         "cache" if path.is_relative_to(cache_dir()) else "$SEQLAB_DATA")
+                out.setdefault(split, []).append((where, path))
+            except DataError:
+                source = recipe.files[rel]
+                url = getattr(source, "url", None) or getattr(getattr(source, "archive", None), "url", None)
+                out.setdefault(split, []).append((url or "no download address (put it under $SEQLAB_DATA)", None))
+    return out
+
+
 def _resolve(name: str, rel: str, source: Source, download: bool, progress: bool) -> Path:
     if isinstance(source, Bundled):
         return SAMPLE_DIR / rel

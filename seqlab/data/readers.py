@@ -421,10 +421,11 @@ def read(
 
 
 def checked(items: Iterable[T | _Bad | DataError], path: str | os.PathLike, skip_bad_rows: bool = False,
-            stats: ReadStats | None = None, what: str = "examples") -> Iterator[T]:
+            stats: ReadStats | None = None, what: str = "examples", allow_empty: bool = False) -> Iterator[T]:
     """The one bad-row mechanism of every reader: a parser yields its items, or for a bad row a DataError
     (or `_Bad(line, message)` of this file); here a bad row raises, or with `skip_bad_rows` is skipped and
-    counted in `stats`. A file that gave nothing good raises `DataError(f"no {what}")`."""
+    counted in `stats`. A file that gave nothing good raises `DataError(f"no {what}")` (unless it had nothing
+    at all and `allow_empty`)."""
     stats = ReadStats() if stats is None else stats
     found = skipped = 0
     for item in items:
@@ -438,6 +439,6 @@ def checked(items: Iterable[T | _Bad | DataError], path: str | os.PathLike, skip
         found += 1
         stats.rows += 1
         yield item
-    if found == 0:
+    if found == 0 and (skipped or not allow_empty):
         why = f" ({skipped} bad rows skipped; first: {stats.first_errors[0]})" if skipped else ""
         raise DataError(f"no {what}{why}", path)

@@ -121,8 +121,8 @@ class CaptionRNNConfig(EncoderOptions):
     dim: Positive = 256  # word embedding size
     hidden: Positive = 512  # the LSTM's state
     attention: bool = True  # attend over the image grid at every word (Show, Attend and Tell)
-    attention_dim: Positive = 256
-    dropout: Dropout = 0.3
+    attention_dim: Positive = 256  # width of the additive attention's scoring layer
+    dropout: Dropout = 0.3  # on the words' features before the output
 
 
 @dataclass
@@ -207,11 +207,11 @@ class CaptionTransformerConfig(EncoderOptions):
     """A Transformer decoder (masked self-attention over the words, cross-attention to the grid)."""
 
     dim: Positive = 256  # width of the embeddings and of every layer
-    heads: Positive = 4
-    layers: Positive = 3
+    heads: Positive = 4  # attention heads (dim must divide by it)
+    layers: Positive = 3  # decoder layers
     ff_dim: Positive = 1024  # inner width of each feed-forward sub-layer
-    dropout: Dropout = 0.1
-    activation: Literal["relu", "gelu"] = "relu"
+    dropout: Dropout = 0.1  # on the words' features before the output
+    activation: Literal["relu", "gelu"] = "relu"  # of the feed-forward sub-layers
     norm_first: bool = True  # pre-LN; false: the paper's post-LN
     max_len: Positive = 64  # longest caption the positional encoding covers
     tie_embeddings: bool = True  # output projection = word embedding

@@ -28,7 +28,7 @@ class CNNConfig:
     widths: PositiveInts = field(default_factory=lambda: [3, 4, 5])  # filter widths (n of the n-grams)
     filters: Positive = 100  # per width
     dropout: Dropout = 0.5  # on the pooled features, as in the paper
-    embed_dropout: Dropout = 0.0
+    embed_dropout: Dropout = 0.0  # on the word embeddings
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
     def validate(self) -> None:

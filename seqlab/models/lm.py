@@ -40,10 +40,10 @@ from seqlab.options import Dropout, Positive, PositiveFloat
 class RNNLMConfig:
     """Defaults: Zaremba et al. (2014) "small" (2 x 200 LSTM, uniform init ±0.1, no dropout)."""
 
-    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"  # the recurrence
     dim: Positive | None = None  # token embedding size (None: hidden, as tie_embeddings needs)
-    hidden: Positive = 200
-    layers: Positive = 2
+    hidden: Positive = 200  # state size of every layer
+    layers: Positive = 2  # stacked recurrent (or Transformer) layers
     dropout: Dropout = 0.0  # on the embeddings, between layers and before the output layer (Zaremba)
     tie_embeddings: bool = False  # the output layer reuses the embedding matrix (Press & Wolf, 2017)
     init_range: PositiveFloat = 0.1  # every weight uniform in [-init_range, init_range]
@@ -90,11 +90,11 @@ class TransformerLMConfig:
     """Defaults: a small GPT (pre-LN, GELU, learned positions, tied embeddings), nanoGPT's CPU scale."""
 
     dim: Positive = 192  # width of the embeddings and of every layer
-    heads: Positive = 6
-    layers: Positive = 4
+    heads: Positive = 6  # attention heads (dim must divide by it)
+    layers: Positive = 4  # stacked recurrent (or Transformer) layers
     ff_dim: Positive | None = None  # inner width of each feed-forward sub-layer (None: 4 * dim)
-    dropout: Dropout = 0.0
-    positions: Literal["learned", "sinusoidal"] = "learned"
+    dropout: Dropout = 0.0  # on embeddings, sub-layers and the residual stream
+    positions: Literal["learned", "sinusoidal"] = "learned"  # position encodings
     tie_embeddings: bool = True  # the output layer reuses the embedding matrix
     norm_first: bool = True  # pre-LN (GPT-2); False: the paper's post-LN
 

@@ -31,14 +31,14 @@ ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "tanh": torch.tanh}
 class RNNConfig:
     dim: Positive = 128  # word embedding size
     hidden: Positive = 128  # per direction
-    cell: Literal["rnn", "lstm", "gru"] = "lstm"
-    layers: Positive = 1
-    bidirectional: bool = True
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"  # the recurrence
+    layers: Positive = 1  # stacked recurrent layers
+    bidirectional: bool = True  # read the text both ways (outputs concatenated)
     pooling: Literal["last", "mean", "max", "attention"] = "max"  # how the outputs over time become one vector
     attention: Literal["additive", "dot"] = "additive"  # the scoring of pooling=attention
     activation: Literal["none", "relu", "tanh"] = "none"  # on the pooled vector
     dropout: Dropout = 0.5  # on the pooled vector, and between stacked layers
-    embed_dropout: Dropout = 0.0
+    embed_dropout: Dropout = 0.0  # on the word embeddings
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 
 

@@ -59,14 +59,14 @@ class RNNSeq2SeqConfig:
     multiplicative scores; the attentional state tanh(W_c [c_t; h_t]), `dim` wide, gives the logits
     and is fed to the next step)."""
 
-    cell: Literal["gru", "lstm"] = "gru"
+    cell: Literal["gru", "lstm"] = "gru"  # the recurrence of encoder and decoder
     dim: Positive = 256  # token embeddings and the attentional state
     hidden: Positive = 256  # encoder, per direction; the decoder's state is 2 * hidden wide
     layers: Positive = 1  # encoder layers
     decoder_layers: Positive | None = None  # None: as many as the encoder's
     attention: Literal["additive", "dot", "general"] = "general"  # additive: Bahdanau; general: Luong's
     input_feeding: bool = True  # feed the previous attentional state into the next step
-    dropout: Dropout = 0.3
+    dropout: Dropout = 0.3  # on embeddings, between layers and on the attentional state
     share_embeddings: bool = False  # one embedding for source and target (needs task.joint_vocab)
     tie_embeddings: bool = False  # output projection = target embedding
 
@@ -169,12 +169,12 @@ class TransformerSeq2SeqConfig:
     with masked self-attention over the target and cross-attention to the encoder's output."""
 
     dim: Positive = 256  # width of the embeddings and of every layer
-    heads: Positive = 4
+    heads: Positive = 4  # attention heads (dim must divide by it)
     layers: Positive = 3  # encoder layers
     decoder_layers: Positive | None = None  # None: as many as the encoder's
     ff_dim: Positive = 1024  # inner width of each feed-forward sub-layer
-    dropout: Dropout = 0.1
-    activation: Literal["relu", "gelu"] = "relu"
+    dropout: Dropout = 0.1  # on embeddings, between layers and on the attentional state
+    activation: Literal["relu", "gelu"] = "relu"  # of the feed-forward sub-layers
     norm_first: bool = True  # pre-LN (stable without a long warm-up); false: the paper's post-LN
     max_len: Positive = 256  # longest sequence the positional encoding covers
     share_embeddings: bool = False  # one embedding for source and target (needs task.joint_vocab)

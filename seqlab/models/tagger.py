@@ -117,8 +117,8 @@ class Tagger(nn.Module):
 @dataclass
 class RNNTaggerConfig(TaggerConfig):
     hidden: Positive = 128  # per direction
-    layers: Positive = 2
-    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    layers: Positive = 2  # stacked encoder layers
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"  # the recurrence
 
 
 class BiRNNWords(nn.Module):
@@ -146,7 +146,7 @@ class RNNTagger(Tagger):
 class CNNTaggerConfig(TaggerConfig):
     hidden: Positive = 256  # channels of every convolution
     kernel: Positive = 5  # words per window (odd, so the window is centred on its word)
-    layers: Positive = 3
+    layers: Positive = 3  # stacked encoder layers
 
     def validate(self) -> None:
         super().validate()
@@ -188,8 +188,8 @@ class CNNTagger(Tagger):
 @dataclass
 class TransformerTaggerConfig(TaggerConfig):
     hidden: Positive = 128  # width of the Transformer the word features are projected to
-    heads: Positive = 4
-    layers: Positive = 2
+    heads: Positive = 4  # attention heads (hidden must divide by it)
+    layers: Positive = 2  # stacked encoder layers
     ff_dim: Positive = 256  # inner width of each feed-forward sub-layer
     max_len: Positive = 1024  # longest sentence the positional encoding covers
 

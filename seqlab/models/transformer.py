@@ -33,15 +33,15 @@ from seqlab.options import Dropout, Positive
 @dataclass
 class TransformerConfig:
     dim: Positive = 128  # width of the embeddings and of every layer
-    heads: Positive = 4
-    layers: Positive = 2
+    heads: Positive = 4  # attention heads (dim must divide by it)
+    layers: Positive = 2  # encoder layers
     ff_dim: Positive = 256  # inner width of each feed-forward sub-layer
     dropout: Dropout = 0.1  # in every sub-layer, on embeddings + positions, and before the head
-    activation: Literal["relu", "gelu"] = "gelu"
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    activation: Literal["relu", "gelu"] = "gelu"  # of the feed-forward sub-layers
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # position encodings
     max_len: Positive = 512  # longest input (with [CLS]) the positions cover; see task.max_len
     norm_first: bool = True  # pre-LN (stable without warm-up); false: the paper's post-LN
-    pooling: Literal["cls", "mean", "max", "attention"] = "cls"
+    pooling: Literal["cls", "mean", "max", "attention"] = "cls"  # cls: a learned [CLS] token
     attention: Literal["additive", "dot"] = "additive"  # the scoring of pooling=attention
     sparse: bool = False  # sparse embedding gradients (see models/embedding.py)
 

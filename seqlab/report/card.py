@@ -34,6 +34,7 @@ class RunFacts:
     metric: str  # the metric plotted and compared (the one that picks the checkpoint, or the headline)
     headline: str  # the task's main test metric
     intended_use: str  # what the task's models are for
+    status: str  # finished, or how to finish it
     split_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> scalar metrics
 
 
@@ -67,7 +68,8 @@ def model_card(run: RunFacts) -> str:
         f"# Model card: {run.name}",
         "",
         f"- **Task**: `{run.task}`",
-        f"- **Model**: `{run.model}`, {s.get('parameters', 0):,} parameters",
+        f"- **Status**: {run.status}",
+        f"- **Model**: `{run.model}`" + (f", {s['parameters']:,} parameters" if "parameters" in s else ""),
         f"- **Data**: {run.dataset or 'unknown'} ({examples or 'counts not recorded'})"
         + (f"; {sizes}" if sizes else ""),
         f"- **Headline test metric**: {run.headline} "
@@ -88,7 +90,7 @@ def model_card(run: RunFacts) -> str:
     lines += [
         "## Training",
         "",
-        f"- epochs run: {epochs}; wall time {s.get('wall_seconds', 0.0):.1f} s"
+        f"- epochs run: {epochs}" + (f"; wall time {s['wall_seconds']:.1f} s" if "wall_seconds" in s else "")
         + (f"; {s['skipped_steps']} skipped steps" if s.get("skipped_steps") else ""),
         f"- torch {s.get('torch', '?')}, {s.get('threads', '?')} threads",
         f"- hardware: not recorded by the run; this card was written on {_hardware()}",

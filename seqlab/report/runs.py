@@ -57,7 +57,7 @@ def run_facts(run_dir: str | os.PathLike, name: str) -> RunFacts:
     metric = headline if about["metric"] == "loss" else about["metric"]
     records = read_metrics(Path(run_dir) / "metrics.jsonl")
     facts = RunFacts(name, Path(run_dir), cfg.task, cfg.model, about["dataset"], cfg.to_yaml(),
-                     about["summary"], records, metric, headline, about["intended_use"])
+                     about["summary"], records, metric, headline, about["intended_use"], about["status"])
     train = [r for r in records if r.get("split") == "train_epoch"]
     if train:
         facts.split_metrics["train"] = _scalars(train[-1])
@@ -213,10 +213,10 @@ def _run_section(facts: RunFacts, out: Path, evaluate: bool, examples: int) -> l
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "MODEL_CARD.md").write_text(model_card(facts), encoding="utf-8")
     lines = [f"## {facts.name}", "",
-             f"`{facts.task}` / `{facts.model}` on {facts.dataset or 'unknown data'}: "
-             f"{facts.summary.get('parameters', 0):,} parameters, "
-             f"{facts.summary.get('wall_seconds', 0.0):.1f} s. "
-             f"[Model card]({facts.name}/MODEL_CARD.md)", ""]
+             f"`{facts.task}` / `{facts.model}` on {facts.dataset}: "
+             + (f"{facts.summary['parameters']:,} parameters, {facts.summary['wall_seconds']:.1f} s. "
+                if facts.summary else f"{facts.status}. ")
+             + f"[Model card]({facts.name}/MODEL_CARD.md)", ""]
     if facts.records:
         plot_curves(facts, folder / "curves.png")
         lines += [f"![learning curves]({facts.name}/curves.png)", ""]

@@ -413,9 +413,18 @@ def _openapi_bodies(models: dict[str, Served]) -> dict:
 def serve(run_dirs: list[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000,
           config: ServeConfig | None = None, log_level: str = "info") -> None:
     """Run the server until SIGTERM/SIGINT (in-flight requests finish first)."""
+    import socket
+
     import uvicorn
 
     config = config or ServeConfig()
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # a busy port: one line
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); is another server there? "
+                              "choose --port") from None
     app = create_app(run_dirs, config)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            timeout_graceful_shutdown=config.drain_seconds))

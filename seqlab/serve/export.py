@@ -156,10 +156,18 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, exporter: st
         raise ConfigError("the exported file's name must end in .onnx", path=out)
     cfg = read_run_config(run_dir)
     folder = out.parent
+    if str(out.parent) in ("", "."):
+        raise ConfigError("export into a folder of its own (--out DIR/model.onnx): the run's config and vocabulary "
+                          "are written beside the model", path=out)
     others = sorted(p.name for p in folder.glob("*.onnx") if p.name != out.name) if folder.is_dir() else []
     if others:
         raise ConfigError(f"the folder already holds another exported model ({others[0]}): its vocabulary "
                           f"would be overwritten; export into an empty folder", path=folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / META).is_file() \
+            and folder.resolve() != Path(run_dir).resolve():
+        mine = sorted(p.name for p in folder.iterdir())[0]
+        raise ConfigError(f"the folder holds files of its own ({mine}, ...) that the export's config and vocabulary "
+                          "could overwrite; export into an empty folder", path=folder)
     _onnxruntime()
     predictor = load(run_dir, device="cpu")
     spec = predictor.export_spec()

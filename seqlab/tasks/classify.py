@@ -32,16 +32,16 @@ from seqlab.tasks.common import TOP_K, LabelPredictor, LabelTask, top_k_labels
 
 @dataclass
 class ClassifyConfig:
-    tokenizer: Literal["basic_english", "whitespace", "char"] = "basic_english"
+    tokenizer: Literal["basic_english", "whitespace", "char"] = "basic_english"  # text -> words
     ngrams: Positive = 2  # word n-grams for the bag model (1 = the lecture's NGRAMS)
     ngram_buckets: NonNegative = 0  # 0: n-grams are vocabulary entries (the lecture's way); >0: hashed (fastText's)
     min_freq: Positive = 1  # rarer training words (and n-grams) are unknown
-    max_vocab: Positive | None = None
+    max_vocab: Positive | None = None  # keep the most frequent entries (None: all)
     max_len: Positive | None = None  # truncate longer texts (padded models); truncations are counted
     drop_unknown: bool = True  # bag: leave unknown words/n-grams out of the mean (fastText); false: <unk> (torchtext)
     leak: Literal["report", "drop"] = "report"  # texts of train that also occur in valid/test
     pretrained: str | None = None  # word2vec/GloVe text file for the model's word embedding
-    freeze_pretrained: bool = False
+    freeze_pretrained: bool = False  # keep the pretrained vectors fixed while training
 
 
 def normalize(text: str) -> str:
@@ -181,6 +181,7 @@ class ClassifyTask(LabelTask):
         return Split(rows.texts, np.asarray(ids, dtype=np.int64), self.encode(rows.texts), path)
 
     def count(self) -> None:
+        super().count()
         self.counts.update(vocab_size=len(self.vocab), num_classes=len(self.labels))
         n = {s: self.features.truncated(sp.data) for s, sp in self.splits.items()}
         if any(n.values()):

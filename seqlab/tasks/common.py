@@ -3,6 +3,7 @@ the evaluation from a confusion matrix, and a predictor that returns the labels 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,6 +24,11 @@ class LabelTask(Task):
     default_metric = "accuracy"
     headline = "accuracy"
     labels: Any = None
+
+    def count(self) -> None:
+        if self.labels is not None and len(self.labels) == 1:
+            warnings.warn(f"the training data has a single label ({self.labels.itos[0]!r}): the model will always "
+                          "predict it, and its accuracy says nothing", stacklevel=2)
 
     def training_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(*batch.inputs)  # (B, C)

@@ -171,6 +171,7 @@ class ImageTask(LabelTask):
         return ImageSplit(x, ids, path)
 
     def count(self) -> None:
+        super().count()
         self.counts.update(num_classes=len(self.labels), image_shape=list(self.shape))
 
     # ------------------------------------------------------------------ artifacts

@@ -57,10 +57,10 @@ IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
 
 @dataclass
 class LMConfig:
-    tokenizer: Literal["char", "word", "bpe"] = "char"
+    tokenizer: Literal["char", "word", "bpe"] = "char"  # char, word (PTB: one line is one sentence) or byte-level BPE
     vocab_size: Positive | None = None  # bpe: the size to learn (required); char/word: a cap (None keeps all)
-    min_freq: Positive = 1
-    lowercase: bool = False
+    min_freq: Positive = 1  # rarer training tokens are <unk>
+    lowercase: bool = False  # lowercase every text first
     bptt: Positive = 64  # window length T: truncated-BPTT length, and the Transformer's context
     steps_per_epoch: NonNegative = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
     token_cache: str | None = None  # directory of tokenised corpora reused across runs (None: tokenise each run)

@@ -43,7 +43,7 @@ class TagConfig:
     column: Literal["upos", "xpos"] = "upos"  # the CoNLL-U column to tag (two-column files have only one)
     lowercase: bool = True  # word embeddings index lowercased forms (the char features see the case)
     min_freq: Positive = 1  # training words seen fewer times share <unk>
-    max_vocab: Positive | None = None
+    max_vocab: Positive | None = None  # keep the most frequent words (None: all)
     max_word_len: Annotated[int, Range(min=2)] = 20  # characters per word for the char features: the first and last
 
 

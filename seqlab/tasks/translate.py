@@ -40,19 +40,19 @@ from seqlab.tasks.sequence import BEAM, SequenceTask, teacher_forcing
 @dataclass
 class TranslateConfig:
     src: str = "de"  # source language: the file suffix of `PATH.<src>[.gz]`, the side of a named dataset
-    tgt: str = "en"
+    tgt: str = "en"  # target language (as task.src)
     tokenizer: Literal["bpe", "word"] = "bpe"  # bpe: byte-level, for raw text; word: for pre-tokenised text
     vocab_size: Positive | None = 10000  # per tokenizer, specials included (word: None keeps every word)
     joint_vocab: bool = True  # one tokenizer for both sides (needed by model.share_embeddings)
     min_freq: Positive = 1  # word: rarer words are <unk>; bpe: rarer merges are not learnt
-    lowercase: bool = False
+    lowercase: bool = False  # lowercase every sentence first
     max_src_len: Positive = 128  # tokens; longer training pairs are dropped (counted), longer inputs truncated
     max_tgt_len: Positive = 128  # tokens, eos included
     label_smoothing: Dropout = 0.1  # the share of each target's probability spread over the vocabulary
     beam: Positive = 5  # beam size for test and `seqlab translate` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty
     max_len_ratio: PositiveFloat = 1.5  # a translation may have max_len_ratio * source tokens + max_len_offset
-    max_len_offset: Positive = 10
+    max_len_offset: Positive = 10  # see max_len_ratio
 
     def validate(self) -> None:
         if self.src == self.tgt:

@@ -13,14 +13,14 @@ from seqlab.options import NonNegative, NonNegativeFloat, Positive, PositiveFloa
 class TrainConfig:
     """Defaults are the lecture's recipe (SGD lr 4.0, StepLR γ=0.9 per epoch, 5 epochs, batch 16)."""
 
-    epochs: Positive = 5
-    batch_size: Positive = 16
-    eval_batch_size: Positive = 256
+    epochs: Positive = 5  # passes over the training data
+    batch_size: Positive = 16  # examples per optimiser step
+    eval_batch_size: Positive = 256  # examples per forward pass in evaluation and prediction
     max_steps: Positive | None = None  # stop after this many optimiser steps (None: run all epochs)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: PositiveFloat = 4.0
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # sgd: the lecture's
+    lr: PositiveFloat = 4.0  # learning rate (the peak, with a schedule)
     momentum: NonNegativeFloat = 0.0  # sgd
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: NonNegativeFloat = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
     betas: list[float] | None = None  # Adam/AdamW (β1, β2); None: torch's defaults
     schedule: Literal["constant", "step", "exponential", "cosine", "linear"] = "step"  # linear: decay to 0
     gamma: PositiveFloat = 0.9  # step/exponential: factor per `step_size` epochs
@@ -32,7 +32,7 @@ class TrainConfig:
     early_stopping: Positive | None = None  # patience in epochs without improvement
     eval_every: NonNegative = 0  # also evaluate on valid every N steps (0: at epoch ends only)
     checkpoint_every: NonNegative = 0  # steps between checkpoints (0: at epoch ends only)
-    keep_checkpoints: Positive = 2
+    keep_checkpoints: Positive = 2  # checkpoints kept in RUN/checkpoints (the oldest are deleted)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
     log_every: Positive = 50  # steps between train lines in metrics.jsonl
     bucket: bool = True  # padded models: batches of similar length (less padding)

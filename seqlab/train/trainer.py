@@ -124,6 +124,17 @@ def _fmt_epoch(epoch: int, secs: float, train: dict, valid: dict | None, headlin
     return "\n".join(lines)
 
 
+def progress_span(plan: int, step_in_epoch: int, global_step: int, epoch: int, epochs: int,
+                  max_steps: int | None) -> tuple[int, int]:
+    """(the steps this epoch's progress bar counts to, the epochs the run will have): where `max_steps` stops
+    the run, the bar (and its ETA) ends there, not at the end of the epoch."""
+    if not max_steps:
+        return plan, epochs
+    steps = min(plan, step_in_epoch + max_steps - global_step)
+    after = max_steps - global_step - (steps - step_in_epoch)  # steps left after this epoch
+    return steps, min(epochs, epoch + 1 + -(-max(0, after) // max(1, plan)))
+
+
 class Trainer:
     """Runs `fit` for one model and task inside a run directory."""
 
@@ -341,7 +352,9 @@ class Trainer:
         if self.step_in_epoch == 0:
             self.epoch_sums, self.epoch_time = {}, 0.0
         self.task.start_epoch(self.epoch)
-        bar = tqdm(total=len(plan), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+        steps, epochs = progress_span(len(plan), self.step_in_epoch, self.global_step, self.epoch, cfg.epochs,
+                                      cfg.max_steps)
+        bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
         t0, seen = time.perf_counter(), 0.0
         while self.step_in_epoch < len(plan):
