@@ -184,7 +184,8 @@ def cmd_info(a: argparse.Namespace) -> None:
         print("examples   " + ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in counts.items()
                                         if k.endswith("_examples")))
         for split, m in s.get("results", {}).items():
-            print(f"{split:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, (int, float))))
+            print(f"{split:<10} " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in m.items() if isinstance(v, (int, float))))
     print(f"checkpoints {', '.join(i['checkpoints']) or '-'}")
     print(f"files      {', '.join(i['files'])}")
 
