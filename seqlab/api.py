@@ -184,6 +184,7 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
     wall = time.perf_counter() - t0
     if not main:
         return run_dir
+    task.save_artifacts(run_dir)  # with what `before_test` settled (multi-label thresholds)
     _write_summary(run_dir, results, wall, n_params, task, trainer.skipped_steps)
     test = results.get("test")
     if test:

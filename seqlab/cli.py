@@ -144,7 +144,7 @@ def _predict(a: argparse.Namespace, verb: str, items: list, options: dict) -> No
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    _predict(a, "predict", _read_inputs(a.texts, a.file), {"top_k": a.top_k})
+    _predict(a, "predict", _read_inputs(a.texts, a.file), {"top_k": a.top_k, "threshold": a.threshold})
 
 
 def cmd_translate(a: argparse.Namespace) -> None:
@@ -298,6 +298,9 @@ def _inputs_arguments(r: argparse.ArgumentParser, what: str) -> None:
 def _predict_arguments(r: argparse.ArgumentParser) -> None:
     _inputs_arguments(r, "texts (or image files, or prompts) to predict on")
     r.add_argument("--top-k", type=int, help="labels (tags) to return per input, best first (default 1)")
+    r.add_argument("--threshold", type=float,
+                   help="also print the labels whose probability reaches it (multi-label runs: each label's "
+                        "threshold tuned on valid, when not given)")
     r.add_argument("--explain", action="store_true",
                    help="show each token's attention weight (models with attention pooling or [CLS])")
     r.add_argument("--plot-attention", metavar="OUT.png",
@@ -424,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line
+    warnings.filterwarnings("always", category=UserWarning, module=r"seqlab(\.|$)")  # each run's notes, every time
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "--version"):
         try:

@@ -245,6 +245,10 @@ class Task:
         """The metrics of `model` on `split` (the trainer's per-epoch valid metrics and the test metrics)."""
         raise NotImplementedError
 
+    def before_test(self, model: nn.Module) -> None:
+        """After training, with the kept weights loaded, before the test split is evaluated (and the artifacts
+        written again): what a task settles on valid, e.g. multi-label thresholds."""
+
     def report(self, model: nn.Module, split: str) -> dict:
         """`seqlab evaluate`: the metrics of `evaluate` and whatever else explains them."""
         return self.evaluate(model, split)

@@ -3,8 +3,16 @@
 Builds the data (read, hold out a valid split, leak guard, tokenize, vocabularies, encode), the model (any
 of `MODELS["classify"]`, fed by the featurizer its `inputs` names: the lecture's flat tokens + offsets with
 n-grams for `bag`, padded tokens + lengths for the others; see `seqlab.data.features`), the loss
-(cross-entropy), the metrics (accuracy, macro-F1, per-class P/R/F1, confusion matrix) and the predictor
-that `seqlab.load` returns.
+(cross-entropy), the metrics (accuracy, macro-F1, per-class P/R/F1, confusion matrix, and fastText's P@1
+and R@1) and the predictor that `seqlab.load` returns.
+
+Multi-label (`task.multi_label`, on by itself when a training text has several labels, as fastText's
+`__label__a __label__b` lines): one sigmoid per label (fastText's `-loss ova`), binary cross-entropy; a label
+is predicted when its probability reaches its threshold, one per label tuned on the valid split for F1 after
+training (kept in the run; `predict --threshold T` sets one for all); metrics P@1 and R@1 (as `fasttext
+test`) and micro/macro F1. A gold label training never saw is not an error: it counts as missed (in the
+accuracy and F1; `fasttext test`'s P@k and R@k leave such labels out, and so does seqlab's P@1 and R@1), and
+is named once in a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqlab.data import LabelVocab, ReadStats, Vocab, get_tokenizer, read
@@ -23,11 +32,12 @@ from seqlab.data.datasets import DatasetSpec
 from seqlab.data.features import FEATURES
 from seqlab.data.readers import TEXT_FORMATS
 from seqlab.data.vectors import read_vectors
-from seqlab.errors import ConfigError, LabelError
+from seqlab.errors import ConfigError
 from seqlab.models.embedding import copy_vectors
-from seqlab.options import NonNegative, Positive
+from seqlab.options import NonNegative, Positive, Range
+from seqlab.tasks import metrics as M
 from seqlab.tasks.base import ExportSpec, Inputs, Option
-from seqlab.tasks.common import TOP_K, LabelPredictor, LabelTask, top_k_labels
+from seqlab.tasks.common import IGNORE, TOP_K, LabelPredictor, LabelTask, top_k_labels
 
 
 @dataclass
@@ -40,6 +50,7 @@ class ClassifyConfig:
     max_len: Positive | None = None  # truncate longer texts (padded models); truncations are counted
     drop_unknown: bool = True  # bag: leave unknown words/n-grams out of the mean (fastText); false: <unk> (torchtext)
     leak: Literal["report", "drop"] = "report"  # texts of train that also occur in valid/test
+    multi_label: bool | None = None  # a sigmoid per label (fastText's -loss ova); None: when a text has several
     pretrained: str | None = None  # word2vec/GloVe text file for the model's word embedding
     freeze_pretrained: bool = False  # keep the pretrained vectors fixed while training
 
@@ -51,10 +62,11 @@ def normalize(text: str) -> str:
 
 @dataclass
 class Rows:
-    """A file as read: texts, their labels (as strings) and source lines."""
+    """A file as read: texts, their labels (as strings; the first is the label of single-label data) and
+    source lines."""
 
     texts: list[str]
-    labels: list[str]
+    labels: list[tuple[str, ...]]
     lines: list[int]
 
     def __len__(self) -> int:
@@ -67,7 +79,8 @@ class Rows:
 @dataclass
 class Split:
     texts: list[str]
-    labels: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64: the first gold label (ids >= the model's labels: never seen in training)
+    gold: Packed  # every gold label of each text
     data: Packed
     path: str | None
 
@@ -78,7 +91,7 @@ class Split:
 @dataclass
 class Batch:
     inputs: tuple[torch.Tensor, ...]
-    labels: torch.Tensor  # (B,)
+    labels: torch.Tensor  # (B,) the first gold label; multi-label: (B, C) 0/1 targets
 
 
 class ClassifyTask(LabelTask):
@@ -102,6 +115,8 @@ class ClassifyTask(LabelTask):
         self.vocab_built = False  # True once prepare() built the vocabularies from the training data
         self.reader_options: dict[str, Any] | None = None  # a named dataset's
         self.label_names: dict[str, str] | None = None
+        self.multi = False  # one sigmoid per label
+        self.thresholds: np.ndarray | None = None  # multi-label: (C,) the probability that predicts each label
 
     # ------------------------------------------------------------------ files
     def dataset_sources(self, spec: DatasetSpec) -> dict[str, Any]:
@@ -129,7 +144,7 @@ class ClassifyTask(LabelTask):
         for ex in read(path, format=fmt, skip_bad_rows=self.cfg.data.skip_bad_rows, stats=stats,
                        **self._read_options(fmt)):
             rows.texts.append(ex.text)
-            rows.labels.append(names.get(ex.label, ex.label))
+            rows.labels.append(tuple(names.get(label, label) for label in ex.labels))
             rows.lines.append(ex.line)
         self.note_skipped(path, stats)
         return rows
@@ -168,17 +183,19 @@ class ClassifyTask(LabelTask):
         tokens = self.tokens(train.texts)
         self.vocab = Vocab.build((self.features.vocab_tokens(t) for t in tokens), min_freq=self.opt.min_freq,
                                  max_size=self.opt.max_vocab)
-        self.labels = LabelVocab.build(train.labels)
+        self.labels = LabelVocab.build(label for labels in train.labels for label in labels)
         self.vocab_built = True
+        several = any(len(labels) > 1 for labels in train.labels)
+        self.set_multi(several if self.opt.multi_label is None else self.opt.multi_label)
+
+    def set_multi(self, multi: bool) -> None:
+        self.multi = multi
+        self.headline = self.default_metric = "p@1" if multi else "accuracy"
 
     def make_split(self, rows: Rows, path: str, split: str) -> Split:
-        ids = []
-        for label, line in zip(rows.labels, rows.lines, strict=True):
-            try:
-                ids.append(self.labels.index(label))
-            except LabelError as e:
-                raise LabelError(e.message, path=path, line=line) from None
-        return Split(rows.texts, np.asarray(ids, dtype=np.int64), self.encode(rows.texts), path)
+        gold = [[self.label_id(label) for label in labels] for labels in rows.labels]
+        return Split(rows.texts, np.asarray([g[0] for g in gold], dtype=np.int64), Packed.from_lists(gold),
+                     self.encode(rows.texts), path)
 
     def count(self) -> None:
         super().count()
@@ -191,11 +208,18 @@ class ClassifyTask(LabelTask):
 
     # ------------------------------------------------------------------ artifacts
     def artifacts(self) -> dict:
-        return {"vocab": self.vocab.to_dict(), "labels": self.labels.to_dict()}
+        thresholds = None if self.thresholds is None else self.thresholds.tolist()
+        return {"vocab": self.vocab.to_dict(), "labels": self.labels.to_dict(), "multi_label": self.multi,
+                "thresholds": thresholds}
 
     def restore(self, blob: dict, path) -> None:
         self.vocab = Vocab.from_dict(blob["vocab"])
         self.labels = LabelVocab.from_dict(blob["labels"])
+        self.set_multi(bool(blob.get("multi_label", False)))  # format 1 runs were single-label
+        if blob.get("thresholds") is not None:
+            self.thresholds = np.asarray(blob["thresholds"], dtype=np.float64)
+            if self.thresholds.shape != (len(self.labels),):
+                raise ValueError("one threshold per label")
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
@@ -221,9 +245,84 @@ class ClassifyTask(LabelTask):
 
     def make_batch(self, index: np.ndarray, split: str = "train") -> Batch:
         sp = self.splits[split]
-        return Batch(self.collate(sp.data, index), torch.from_numpy(sp.labels[index]).to(self.device))
+        labels = torch.from_numpy(self.multi_hot(sp, index) if self.multi else sp.labels[index])
+        return Batch(self.collate(sp.data, index), labels.to(self.device))
 
-    # loss and evaluation: LabelTask
+    def multi_hot(self, split: Split, index: np.ndarray) -> np.ndarray:
+        """(B, C) float32: 1 for each known gold label of texts `index`."""
+        out = np.zeros((len(index), len(self.labels)), dtype=np.float32)
+        for row, i in enumerate(index):
+            known = split.gold.get(i)
+            out[row, known[known < len(self.labels)]] = 1.0
+        return out
+
+    # ------------------------------------------------------------------ loss and evaluation (single-label: LabelTask)
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if not self.multi:
+            return super().training_loss(model, batch)
+        logits = model(*batch.inputs)  # (B, C)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels, reduction="sum") / len(logits)
+        hit = batch.labels.gather(1, logits.argmax(1, keepdim=True)).sum()  # the best label is a gold one
+        loss_value, correct = torch.stack([loss.detach(), hit]).tolist()
+        n = len(logits)
+        return loss, {"loss": loss_value * n, "correct": correct, "n": n}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        out = super().summarize(sums)
+        return {"loss": out["loss"], "p@1": out["accuracy"]} if self.multi else out
+
+    def probabilities(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
+        """(N, C) the model's probabilities on `split` (softmax, or a sigmoid per label) and its mean loss
+        (over the texts with a known label)."""
+        sp, C = self.splits[split], len(self.labels)
+        out, loss_sum = [], 0.0
+        for index in sequential_batches(len(sp), self.cfg.train.eval_batch_size):
+            logits = model(*self.collate(sp.data, index)).float()
+            if self.multi:
+                targets = torch.from_numpy(self.multi_hot(sp, index)).to(logits.device)
+                loss_sum += F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").item()
+                out.append(torch.sigmoid(logits).cpu().numpy())
+            else:
+                labels = torch.from_numpy(sp.labels[index]).to(logits.device)
+                loss_sum += F.cross_entropy(logits, labels.masked_fill(labels >= C, IGNORE), reduction="sum",
+                                            ignore_index=IGNORE).item()
+                out.append(torch.softmax(logits, -1).cpu().numpy())
+        known = int(sum(1 for i in range(len(sp)) if (sp.gold.get(i) < C).any()))
+        return (np.concatenate(out) if out else np.zeros((0, C), np.float32)), loss_sum / max(known, 1)
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        return self._scores(model, split)[0]
+
+    def report(self, model: nn.Module, split: str) -> dict:
+        """Full evaluation for `seqlab evaluate`: metrics, per-label table (single-label: and the confusion
+        matrix)."""
+        scores, extra = self._scores(model, split)
+        return {**scores, "examples": len(self.splits[split]), **extra}
+
+    def _scores(self, model: nn.Module, split: str) -> tuple[dict[str, float], dict]:
+        sp = self.splits[split]
+        probs, loss = self.probabilities(model, split)
+        gold = [sp.gold.get(i).tolist() for i in range(len(sp))]
+        p1, r1, _ = M.precision_recall_at_k(probs, gold, 1)
+        K = len(self.labels) + len(self.extra_labels)
+        names = list(self.labels.itos) + self.extra_labels
+        if not self.multi:
+            cm = M.confusion_matrix(sp.labels, probs.argmax(1) if len(probs) else np.zeros(0, np.int64), K)
+            full = M.report(cm, names)
+            summary = {k: full.pop(k) for k in ("accuracy", "macro_f1")}
+            return {"loss": loss, **summary, "p@1": p1, "r@1": r1}, full
+        thresholds = self.thresholds if self.thresholds is not None else np.full(len(self.labels), 0.5)
+        decided = probs >= thresholds[None, :]
+        f1 = M.multilabel_f1(decided, gold, K)
+        return {"loss": loss, "p@1": p1, "r@1": r1, **f1}, {"thresholds": dict(zip(self.labels.itos,
+                                                                                   thresholds.tolist(), strict=True))}
+
+    def before_test(self, model: nn.Module) -> None:
+        """Multi-label: each label's threshold, tuned on the valid split for F1 with the kept weights."""
+        if self.multi and self.has_split("valid"):
+            probs, _ = self.probabilities(model, "valid")
+            sp = self.splits["valid"]
+            self.thresholds = M.tune_thresholds(probs, [sp.gold.get(i).tolist() for i in range(len(sp))])
 
 
 class ClassifierPredictor(LabelPredictor):
@@ -232,14 +331,19 @@ class ClassifierPredictor(LabelPredictor):
     inputs = Inputs("text", "texts", "the texts to classify")
     options: ClassVar[dict[str, Option]] = {
         "top_k": TOP_K,
+        "threshold": Option(float, None, "also return `labels`: those whose probability reaches it (multi-label "
+                                         "runs: each label's threshold tuned on valid, when not given)",
+                            Range(0.0, 1.0), optional=True),
         "attention": Option(bool, False, "also return each token's attention weight (models that attend: "
                                          "rnn with pooling=attention, transformer with cls/attention pooling)"),
     }
     attention = "tokens"
 
-    def run(self, texts: list[str], top_k: int, attention: bool) -> list[dict]:
-        """For each text: `label`, `probability` and `top_k` [(label, probability), ...] best first; with
-        `attention`, also `attention` [(token, weight), ...] over the tokens the model read."""
+    def run(self, texts: list[str], top_k: int, threshold: float | None, attention: bool) -> list[dict]:
+        """For each text: `label`, `probability` and `top_k` [(label, probability), ...] best first; with a
+        threshold (or for a multi-label run) `labels` [(label, probability), ...]: every label whose probability
+        reaches it, best first (none, possibly); with `attention`, also `attention` [(token, weight), ...] over
+        the tokens the model read."""
         if attention and not self.attends():
             raise ConfigError(f"attention (--explain) needs a model with attention over its tokens; this run's "
                               f"model {self.task.cfg.model!r} has none (train model=rnn model.pooling=attention, "
@@ -253,13 +357,33 @@ class ClassifierPredictor(LabelPredictor):
                 weights = weights.float().cpu().tolist()  # (B, T)
             else:
                 logits = self.model(*inputs)
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            probs = (torch.sigmoid if task.multi else lambda x: torch.softmax(x, dim=-1))(logits.float()).cpu()
+            cut = self.thresholds(threshold)
             for j, result in enumerate(top_k_labels(probs, labels, top_k)):
+                if cut is not None:
+                    above = [i for i in probs[j].argsort(descending=True).tolist() if probs[j, i] >= cut[i]]
+                    result["labels"] = [(labels[i], float(probs[j, i])) for i in above]
                 if attention:
                     tokens = task.tokenize(texts[index[j]])[: task.opt.max_len]
                     result["attention"] = list(zip(tokens, weights[j], strict=False))
                 out.append(result)
         return out
+
+    def thresholds(self, threshold: float | None) -> np.ndarray | None:
+        """(C,) the probability each label needs to be among `labels`: the one given, else a multi-label run's
+        tuned ones (0.5 where none were tuned); None: single-label without a threshold."""
+        C = len(self.task.labels)
+        if threshold is not None:
+            return np.full(C, threshold)
+        if self.task.multi:
+            return self.task.thresholds if self.task.thresholds is not None else np.full(C, 0.5)
+        return None
+
+    def format_text(self, result: dict) -> str:
+        """The predicted `labels` (`label probability` TAB-separated; `-` for none), else as LabelPredictor."""
+        if "labels" in result:
+            return "\t".join(f"{lab} {p:.4f}" for lab, p in result["labels"]) or "-"
+        return super().format_text(result)
 
     def attends(self) -> bool:
         return bool(getattr(self.model, "attends", False))  # the bag and the CNN do not

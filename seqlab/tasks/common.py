@@ -16,14 +16,29 @@ from seqlab.options import Range
 from seqlab.tasks import metrics as M
 from seqlab.tasks.base import Option, Predictor, Task
 
+IGNORE = -100  # the loss target of a gold label the model cannot predict (never seen in training)
+
 
 class LabelTask(Task):
     """A task whose splits have `labels` ((N,) int64 class ids) and whose batches have `inputs` (the model's
-    arguments) and `labels` ((B,) class ids); `self.labels` is its LabelVocab."""
+    arguments) and `labels` ((B,) class ids); `self.labels` is its LabelVocab. A gold label of an evaluation
+    split that training never saw gets an id past the model's labels (`label_id`): it counts as an error and
+    has its own row in the report."""
 
     default_metric = "accuracy"
     headline = "accuracy"
     labels: Any = None
+    extra_labels: list[str] = []
+
+    def label_id(self, label: str) -> int:
+        """The id of a gold label; one training never saw gets an id past the model's (warned about once)."""
+        if label in self.labels:
+            return self.labels.index(label)
+        if label not in self.extra_labels:
+            self.extra_labels = [*self.extra_labels, label]
+            warnings.warn(f"label {label!r} does not occur in the training data: its examples count as missed",
+                          stacklevel=2)
+        return len(self.labels) + self.extra_labels.index(label)
 
     def count(self) -> None:
         if self.labels is not None and len(self.labels) == 1:
@@ -32,7 +47,7 @@ class LabelTask(Task):
 
     def training_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(*batch.inputs)  # (B, C)
-        loss = F.cross_entropy(logits.float(), batch.labels)
+        loss = F.cross_entropy(logits.float(), batch.labels)  # training labels are all known
         n = len(batch.labels)
         loss_value, correct = torch.stack([loss.detach(), (logits.argmax(1) == batch.labels).sum()]).tolist()
         return loss, {"loss": loss_value * n, "correct": correct, "n": n}
@@ -42,16 +57,20 @@ class LabelTask(Task):
         return {"loss": sums.get("loss", 0.0) / n, "accuracy": sums.get("correct", 0.0) / n}
 
     def confusion(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
-        """The confusion matrix (gold x predicted) and the mean loss of `model` on `split`."""
+        """The confusion matrix (gold x predicted, labels unseen in training last) and the mean loss of `model`
+        on `split` (over the examples of known labels)."""
         gold = self.splits[split].labels
         preds, loss_sum = [], 0.0
+        C = len(self.labels)
         for index in sequential_batches(len(gold), self.cfg.train.eval_batch_size):
             batch = self.make_batch(index, split)
             logits = model(*batch.inputs).float()
-            loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
+            targets = batch.labels.masked_fill(batch.labels >= C, IGNORE)
+            loss_sum += F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE).item()
             preds.append(logits.argmax(1).cpu().numpy())
         pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-        return M.confusion_matrix(gold, pred, len(self.labels)), loss_sum / max(1, len(gold))
+        known = int((gold < C).sum())
+        return M.confusion_matrix(gold, pred, C + len(self.extra_labels)), loss_sum / max(1, known)
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         cm, loss = self.confusion(model, split)
@@ -60,7 +79,7 @@ class LabelTask(Task):
     def report(self, model: nn.Module, split: str) -> dict:
         """Full evaluation for `seqlab evaluate`: metrics, per-class table, confusion matrix."""
         cm, loss = self.confusion(model, split)
-        return {"loss": loss, "examples": int(cm.sum()), **M.report(cm, self.labels.itos)}
+        return {"loss": loss, "examples": int(cm.sum()), **M.report(cm, list(self.labels.itos) + self.extra_labels)}
 
 
 def top_k_labels(probs: torch.Tensor, labels: list[str], k: int) -> list[dict]:
@@ -87,8 +106,8 @@ class LabelPredictor(Predictor):
         return list(self.task.labels.itos)
 
     def split_references(self, split: str) -> list[str]:
-        itos = self.task.labels.itos
-        return [itos[i] for i in self.task.splits[split].labels]
+        names = list(self.task.labels.itos) + self.task.extra_labels
+        return [names[i] for i in self.task.splits[split].labels]
 
     def format_text(self, result: dict) -> str:
         """`label<TAB>probability`, or with several candidates `label probability<TAB>label probability...`."""

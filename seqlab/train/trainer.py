@@ -59,6 +59,8 @@ class TrainTask(Protocol):
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]: ...
 
+    def before_test(self, model: nn.Module) -> None: ...  # the kept weights are loaded; test comes next
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -69,7 +71,10 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
-        self.lines = sum(1 for _ in open(path, encoding="utf-8")) if path.exists() else 0
+        self.lines = 0
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                self.lines = sum(1 for _ in f)
 
     def truncate(self, lines: int) -> None:
         """Drop lines written after the checkpoint a run resumes from."""
@@ -433,6 +438,10 @@ class Trainer:
         result: dict[str, dict[str, float]] = {}
         if has_valid and self.best is not None:
             result["valid"] = {self.metric: self.best, "epoch": (self.best_epoch or 0) + 1}
+        if self.main:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.precision):
+                self.task.before_test(self.model)  # e.g. thresholds tuned on valid with the kept weights
         if self.task.has_split("test"):
             test = self.evaluate("test")
             result["test"] = test
