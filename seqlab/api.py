@@ -261,6 +261,54 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
         return task.report(model, split)
 
 
+def quantize(run_dir: str | os.PathLike, out: str | os.PathLike, cutoff: int | None = None, dsub: int = 2,
+             log=None) -> dict:
+    """Write a compressed copy of a run (`seqlab quantize`, as `fasttext quantize`): the embedding rows of largest
+    norm kept (`cutoff`), the embedding product-quantized (`dsub` numbers per byte code). `out` is a run
+    directory that evaluate, predict, serve, export and report take. Returns its sizes and test metrics before
+    and after (also in OUT/quantize.json)."""
+    from safetensors.torch import save_file
+
+    if cutoff is not None and cutoff < 1:
+        raise ConfigError(f"cutoff must be at least 1, got {cutoff}")
+    if dsub < 1:
+        raise ConfigError(f"dsub must be at least 1, got {dsub}")
+    run, out = Path(run_dir), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not empty: choose another --out")
+    predictor = load(run, device="cpu")
+    task = predictor.task
+    state = task.quantize(predictor.model, cutoff, dsub)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copy2(run / "config.yaml", tmp / "config.yaml")
+        task.save_artifacts(tmp)
+        save_file(state, str(tmp / "model.safetensors"))
+        for name in ("summary.json", "metrics.jsonl"):
+            if (run / name).is_file():
+                shutil.copy2(run / name, tmp / name)
+
+        def size(folder: Path) -> int:  # what a quantized run is for: the model and what it needs to read text
+            return sum(f.stat().st_size for f in (folder / "model.safetensors", folder / task.artifact) if f.is_file())
+
+        facts = {"source": str(run), "cutoff": cutoff, "dsub": dsub, "rows": int(state["embedding.codes"].shape[0]),
+                 "bytes_before": size(run), "bytes_after": size(tmp)}
+        atomic_write_text(tmp / "quantize.json", json.dumps(facts, indent=1))
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        facts["test_before"], facts["test_after"] = evaluate(run, log=log), evaluate(out, log=log)
+    except ConfigError:  # no test split (or its data is not here)
+        pass
+    atomic_write_text(out / "quantize.json", json.dumps(facts, indent=1))
+    return facts
+
+
 def listing() -> dict:
     """What `seqlab presets` shows: the shipped presets (name, first comment line), the named datasets (where
     each split file resolves, without downloading) and every config key with its type, default and help."""

@@ -253,6 +253,19 @@ def cmd_completion(a: argparse.Namespace) -> None:
     print(shtab.complete(build_parser(), shell=a.shell))
 
 
+def cmd_quantize(a: argparse.Namespace) -> None:
+    from seqlab import api
+
+    q = api.quantize(a.run_dir, a.out, cutoff=a.cutoff, dsub=a.dsub, log=_note)
+    line = (f"quantized {a.run_dir} to {a.out}: {q['rows']:,} embedding rows, dsub {q['dsub']}; "
+            f"{q['bytes_before'] / 1e6:,.2f} MB -> {q['bytes_after'] / 1e6:,.2f} MB "
+            f"({q['bytes_before'] / max(q['bytes_after'], 1):.1f}x smaller)")
+    if "test_after" in q:
+        metric = next(k for k in ("accuracy", "p@1") if k in q["test_after"])
+        line += f"; test {metric} {q['test_before'][metric]:.4f} -> {q['test_after'][metric]:.4f}"
+    print(line)
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from seqlab.report.runs import write_report
 
@@ -360,6 +373,13 @@ def _export_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("--examples", type=int, default=64, help="examples of the run's data to verify on")
 
 
+def _quantize_arguments(q: argparse.ArgumentParser) -> None:
+    q.add_argument("run_dir", help="a bag-of-n-grams run directory")
+    q.add_argument("--out", required=True, metavar="RUN_DIR_Q", help="the quantized run directory to create")
+    q.add_argument("--cutoff", type=int, help="keep this many embedding rows (largest norms; default: all)")
+    q.add_argument("--dsub", type=int, default=2, help="numbers per sub-vector, one byte each (default 2)")
+
+
 def _report_arguments(rp: argparse.ArgumentParser) -> None:
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs to report on")
     rp.add_argument("--out", help="folder for report.md and its PNGs (default RUN_DIR/report, or ./report)")
@@ -395,6 +415,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {  # verb -> (help, arguments
     "serve": ("serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs", _serve_arguments,
               cmd_serve),
     "export": ("export a run's model to ONNX, verified against PyTorch", _export_arguments, cmd_export),
+    "quantize": ("compress a bag-of-n-grams run (pruned rows, product-quantized embedding), as fasttext quantize",
+                 _quantize_arguments, cmd_quantize),
     "report": ("learning curves, confusion matrix, model card; several runs compared", _report_arguments,
                cmd_report),
     "info": ("what a run directory holds", _info_arguments, cmd_info),

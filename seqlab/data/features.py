@@ -33,6 +33,7 @@ class BagFeatures:
     def __init__(self, ngrams: int, buckets: int = 0, drop_unknown: bool = True):
         self.ngrams, self.buckets, self.drop_unknown = ngrams, buckets, drop_unknown
         self.hashed = ngrams > 1 and buckets > 0
+        self.kept_buckets: np.ndarray | None = None  # after `seqlab quantize --cutoff`: the hash buckets kept
 
     @classmethod
     def from_options(cls, opt, min_len: int = 1) -> BagFeatures:
@@ -49,15 +50,27 @@ class BagFeatures:
         for t in tokens:
             ids = vocab.encode(self.vocab_tokens(t))
             if self.hashed:
-                ids = ids + hashed_ngram_ids(ids, self.ngrams, self.buckets, len(vocab))
+                ids = ids + self.bucket_rows(hashed_ngram_ids(ids, self.ngrams, self.buckets, len(vocab)), vocab)
             if self.drop_unknown:
                 ids = [j for j in ids if j != unk]
             seqs.append(ids)
         return Packed.from_lists(seqs)
 
+    def bucket_rows(self, ids: list[int], vocab: Vocab) -> list[int]:
+        """Hashed n-gram ids (len(vocab) + bucket) as embedding rows: themselves, or after pruning the row of
+        their bucket among the kept ones (a pruned bucket reads as unknown)."""
+        if self.kept_buckets is None or not ids:
+            return ids
+        V, kept = len(vocab), self.kept_buckets
+        b = np.asarray(ids, dtype=np.int64) - V
+        pos = np.minimum(np.searchsorted(kept, b), len(kept) - 1)
+        return np.where(kept[pos] == b, V + pos, vocab.unk_index).tolist()
+
     def rows(self, vocab: Vocab) -> int:
-        """Rows of the embedding: the vocabulary, plus the hash buckets of fastText-style n-grams."""
-        return len(vocab) + (self.buckets if self.hashed else 0)
+        """Rows of the embedding: the vocabulary, plus the hash buckets of fastText-style n-grams (those kept)."""
+        if not self.hashed:
+            return len(vocab)
+        return len(vocab) + (self.buckets if self.kept_buckets is None else len(self.kept_buckets))
 
     def collate(self, data: Packed, index: np.ndarray, vocab: Vocab) -> tuple[torch.Tensor, ...]:
         return bag_batch(data, index)

@@ -253,6 +253,10 @@ class Task:
         """`seqlab evaluate`: the metrics of `evaluate` and whatever else explains them."""
         return self.evaluate(model, split)
 
+    def quantize(self, model: nn.Module, cutoff: int | None, dsub: int) -> dict[str, Tensor]:
+        """`seqlab quantize`: the compressed weights to save (the task's vocabulary may shrink with them)."""
+        raise ConfigError(f"quantize covers the bag of n-grams; a {self.name} model cannot be quantized")
+
     def predictor(self, model: nn.Module, run_dir: str | Path | None = None) -> Predictor:
         return self.Predictor(self, model, run_dir)
 

@@ -29,10 +29,11 @@ from torch import nn
 from seqlab.data import LabelVocab, ReadStats, Vocab, get_tokenizer, read
 from seqlab.data.batching import Packed, sequential_batches
 from seqlab.data.datasets import DatasetSpec
-from seqlab.data.features import FEATURES
+from seqlab.data.features import FEATURES, BagFeatures
 from seqlab.data.readers import TEXT_FORMATS
 from seqlab.data.vectors import read_vectors
 from seqlab.errors import ConfigError
+from seqlab.models.bag import quantize_rows
 from seqlab.models.embedding import copy_vectors
 from seqlab.options import NonNegative, Positive, Range
 from seqlab.tasks import metrics as M
@@ -209,13 +210,16 @@ class ClassifyTask(LabelTask):
     # ------------------------------------------------------------------ artifacts
     def artifacts(self) -> dict:
         thresholds = None if self.thresholds is None else self.thresholds.tolist()
+        kept = getattr(self.features, "kept_buckets", None)
         return {"vocab": self.vocab.to_dict(), "labels": self.labels.to_dict(), "multi_label": self.multi,
-                "thresholds": thresholds}
+                "thresholds": thresholds, "kept_buckets": None if kept is None else kept.tolist()}
 
     def restore(self, blob: dict, path) -> None:
         self.vocab = Vocab.from_dict(blob["vocab"])
         self.labels = LabelVocab.from_dict(blob["labels"])
         self.set_multi(bool(blob.get("multi_label", False)))  # format 1 runs were single-label
+        if blob.get("kept_buckets") is not None:
+            self.features.kept_buckets = np.asarray(blob["kept_buckets"], dtype=np.int64)
         if blob.get("thresholds") is not None:
             self.thresholds = np.asarray(blob["thresholds"], dtype=np.float64)
             if self.thresholds.shape != (len(self.labels),):
@@ -234,6 +238,32 @@ class ClassifyTask(LabelTask):
             self.log(f"pretrained vectors: {len(index)}/{len(self.vocab) - 1} vocabulary words "
                      f"({len(index) / max(1, len(self.vocab) - 1):.1%}) from {self.opt.pretrained}")
         return model
+
+    def quantize(self, model: nn.Module, cutoff: int | None, dsub: int) -> dict[str, torch.Tensor]:
+        """`seqlab quantize`, as `fasttext quantize`: keep the `cutoff` embedding rows of largest norm (n-gram and
+        word entries of the vocabulary, or the hash buckets; the specials always), then product-quantize the
+        embedding (`seqlab.models.bag.quantize_rows`). The vocabulary (kept buckets) changes here; returns
+        the weights to save."""
+        if not isinstance(self.features, BagFeatures):
+            raise ConfigError(f"quantize covers the bag of n-grams (model=bag); this run's model is {self.cfg.model!r}")
+        weight, V = model.embedding.weight.detach().cpu(), len(self.vocab)
+        if weight.size(1) % dsub:
+            raise ConfigError(f"dsub {dsub} must divide the embedding's dimension {weight.size(1)}")
+        first = V if self.features.hashed else len(self.vocab.specials)  # the rows that may be pruned start here
+        end = weight.size(0) if self.features.hashed else V
+        if cutoff is not None and cutoff < end - first:
+            keep = torch.topk(weight[first:end].norm(dim=1), cutoff).indices.sort().values + first
+            if self.features.hashed:
+                old = self.features.kept_buckets
+                buckets = (keep - V).numpy()
+                self.features.kept_buckets = buckets if old is None else old[buckets]
+            else:
+                v = self.vocab
+                self.vocab = Vocab(v.itos[:first] + [v.itos[i] for i in keep.tolist()], v.specials, v.unk_token,
+                                   v.pad_token)
+            weight = torch.cat([weight[:first], weight[keep]])
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "embedding.weight"}
+        return {**state, **{f"embedding.{k}": v.contiguous() for k, v in quantize_rows(weight, dsub).items()}}
 
     # ------------------------------------------------------------------ batches (the trainer's protocol)
     def lengths(self, split: Split) -> np.ndarray | None:
@@ -271,6 +301,7 @@ class ClassifyTask(LabelTask):
         out = super().summarize(sums)
         return {"loss": out["loss"], "p@1": out["accuracy"]} if self.multi else out
 
+    @torch.no_grad()
     def probabilities(self, model: nn.Module, split: str) -> tuple[np.ndarray, float]:
         """(N, C) the model's probabilities on `split` (softmax, or a sigmoid per label) and its mean loss
         (over the texts with a known label)."""
