@@ -194,7 +194,9 @@ class ClassifyTask(LabelTask):
         self.headline = self.default_metric = "p@1" if multi else "accuracy"
 
     def make_split(self, rows: Rows, path: str, split: str) -> Split:
-        gold = [[self.label_id(label) for label in labels] for labels in rows.labels]
+        flat = self.label_ids(label for labels in rows.labels for label in labels)
+        cuts = np.cumsum([0] + [len(labels) for labels in rows.labels])
+        gold = [flat[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
         return Split(rows.texts, np.asarray([g[0] for g in gold], dtype=np.int64), Packed.from_lists(gold),
                      self.encode(rows.texts), path)
 

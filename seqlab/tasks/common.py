@@ -4,6 +4,7 @@ the evaluation from a confusion matrix, and a predictor that returns the labels 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,21 +30,39 @@ class LabelTask(Task):
     headline = "accuracy"
     labels: Any = None
     extra_labels: list[str] = []
+    _extra_index: dict[str, int] = {}
 
-    def label_id(self, label: str) -> int:
-        """The id of a gold label; one training never saw gets an id past the model's (warned about once)."""
-        if label in self.labels:
-            return self.labels.index(label)
-        if label not in self.extra_labels:
-            self.extra_labels = [*self.extra_labels, label]
-            warnings.warn(f"label {label!r} does not occur in the training data: its examples count as missed",
-                          stacklevel=2)
-        return len(self.labels) + self.extra_labels.index(label)
+    def label_ids(self, labels: Iterable[str]) -> list[int]:
+        """The ids of gold labels; one training never saw gets an id past the model's, and the new ones of a
+        call are named in one warning."""
+        known, C = self.labels.stoi, len(self.labels)
+        ids, new = [], []
+        for label in labels:
+            if label in known:
+                ids.append(known[label])
+                continue
+            if label not in self.extra_labels:
+                self.extra_labels = [*self.extra_labels, label]
+                self._extra_index = {lab: i for i, lab in enumerate(self.extra_labels)}
+                new.append(label)
+            ids.append(C + self._extra_index[label])
+        if new:
+            shown = ", ".join(repr(x) for x in new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+            warnings.warn(f"{'label' if len(new) == 1 else f'{len(new)} labels'} {shown} "
+                          f"{'does' if len(new) == 1 else 'do'} not occur in the training data: their examples "
+                          "count as missed", stacklevel=2)
+        return ids
 
     def count(self) -> None:
-        if self.labels is not None and len(self.labels) == 1:
+        if self.labels is None:
+            return
+        n = len(self.splits["train"]) if "train" in self.splits else 0
+        if len(self.labels) == 1:
             warnings.warn(f"the training data has a single label ({self.labels.itos[0]!r}): the model will always "
                           "predict it, and its accuracy says nothing", stacklevel=2)
+        elif n >= 100 and len(self.labels) > n / 2:
+            warnings.warn(f"the training data has {len(self.labels):,} labels for {n:,} examples: is the label "
+                          "read from the right column (data.label_column, data.label_key)?", stacklevel=2)
 
     def training_loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(*batch.inputs)  # (B, C)

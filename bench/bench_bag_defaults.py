@@ -1,0 +1,87 @@
+"""Choosing the default bag recipe on the valid splits of several datasets (never a test split).
+
+    SEQLAB_DATA=../shared/data python bench/bench_bag_defaults.py [--recipes A,B] [--datasets sst2,imdb]
+        [--threads 2] [--out bench/results/bag_defaults.json]
+
+Every recipe trains on each dataset's training file with 10% held out as the valid split (no test file is
+given, so no test split is ever scored) and the valid accuracy of its best epoch is kept. The datasets span
+short sentences (SST-2 phrases, TREC questions), news items (the bundled AG_NEWS sample) and long documents
+with 2 and 8 classes (IMDB sentiment, IMDB's ratings 1-4 and 7-10). A recipe's score is its mean gap to the
+best recipe of each dataset (0: best everywhere); the JSON keeps every run's accuracy and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import seqlab  # noqa: E402
+
+DATA = Path(os.environ.get("SEQLAB_DATA", REPO.parent / "shared" / "data"))
+DATASETS = {
+    "sst2": {"data.train": str(DATA / "sst2" / "glue" / "train.tsv"), "data.format": "tsv",
+             "data.label_column": "label"},
+    "trec": {"data.train": str(DATA / "trec" / "train_5500.label"), "data.format": "trec"},
+    "ag_sample": {"data.train": str(REPO / "seqlab" / "data" / "sample" / "train.csv"), "data.format": "csv"},
+    "imdb": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl"},
+    "imdb_rating": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl",
+                    "data.label_key": "rating"},
+}
+RECIPES = {  # train.* / model.* / task.* overrides of the library defaults
+    "lecture": {},  # SGD 4.0, StepLR 0.9, dim 32, batch 16, 5 epochs
+    "keras": {"train.optimizer": "adam", "train.lr": 0.001, "train.schedule": "constant", "model.dim": 50,
+              "train.batch_size": 32},
+    "adam_lin": {"train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "linear", "train.batch_size": 64},
+    "adam_lin10": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 64,
+                   "train.batch_size": 64, "train.epochs": 10},
+    "adam_lin10_mf2": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 64,
+                       "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2},
+    "sgd_lin10": {"train.lr": 2.0, "train.schedule": "linear", "model.dim": 64, "train.batch_size": 32,
+                  "train.epochs": 10},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bag_defaults.json"))
+    a = ap.parse_args()
+    results: dict = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in a.datasets.split(","):
+            for recipe in a.recipes.split(","):
+                key = f"{dataset}/{recipe}"
+                if key in results:
+                    continue
+                over = {**DATASETS[dataset], **RECIPES[recipe], "data.valid_fraction": 0.1, "threads": a.threads}
+                t0 = time.perf_counter()
+                run = seqlab.train(None, over, out=Path(tmp) / key.replace("/", "-"), quiet=True, log=None)
+                summary = json.loads((run / "summary.json").read_text())
+                results[key] = {"valid_accuracy": summary["results"]["valid"]["accuracy"],
+                                "best_epoch": summary["results"]["valid"]["epoch"],
+                                "wall_s": time.perf_counter() - t0, "parameters": summary["parameters"]}
+                assert "test" not in summary["results"]  # nothing here may look at a test split
+                print(key, results[key], flush=True)
+                Path(a.out).write_text(json.dumps(results, indent=1))
+    by_dataset: dict[str, dict[str, float]] = {}
+    for key, r in results.items():
+        dataset, recipe = key.split("/")
+        by_dataset.setdefault(dataset, {})[recipe] = r["valid_accuracy"]
+    recipes = sorted({k.split("/")[1] for k in results})
+    for recipe in recipes:
+        gaps = [max(accs.values()) - accs[recipe] for accs in by_dataset.values() if recipe in accs]
+        print(f"{recipe:<16} mean gap to the best {100 * sum(gaps) / len(gaps):.2f} points over {len(gaps)} datasets")
+
+
+if __name__ == "__main__":
+    main()
