@@ -29,7 +29,7 @@ DATA = Path(os.environ.get("SEQLAB_DATA", REPO.parent / "shared" / "data"))
 DATASETS = {
     "sst2": {"data.train": str(DATA / "sst2" / "glue" / "train.tsv"), "data.format": "tsv",
              "data.label_column": "label"},
-    "trec": {"data.train": str(DATA / "trec" / "train_5500.label"), "data.format": "trec"},
+    "trec": {"data.train": str(DATA / "trec" / "train_5500.label"), "data.format": "trec", "data.encoding": "latin-1"},
     "ag_sample": {"data.train": str(REPO / "seqlab" / "data" / "sample" / "train.csv"), "data.format": "csv"},
     "imdb": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl"},
     "imdb_rating": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl",

@@ -32,6 +32,8 @@ class TrainConfig:
     early_stopping: Positive | None = None  # patience in epochs without improvement
     eval_every: NonNegative = 0  # also evaluate on valid every N steps (0: at epoch ends only)
     checkpoint_every: NonNegative = 0  # steps between checkpoints (0: at epoch ends only)
+    checkpoint_seconds: NonNegativeFloat = 30.0  # an epoch end checkpoints when this long passed since the last
+    # one (0: every epoch end); the last epoch always does, and SIGTERM/SIGINT too
     keep_checkpoints: Positive = 2  # checkpoints kept in RUN/checkpoints (the oldest are deleted)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
     log_every: Positive = 50  # steps between train lines in metrics.jsonl

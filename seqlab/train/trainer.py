@@ -167,6 +167,7 @@ class Trainer:
         self.scaler = grad_scaler(device, precision)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.stop_signal: int | None = None
+        self.last_checkpoint = time.perf_counter()
         # position and history (all of it goes into train_state.pt)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -242,6 +243,7 @@ class Trainer:
         if self.main:
             save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(rngs),
                             self.cfg.keep_checkpoints)
+        self.last_checkpoint = time.perf_counter()
 
     # ----------------------------------------------------------------- signals
     def _install_signals(self) -> dict:
@@ -430,7 +432,10 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self.finished = self._done()
-        self.checkpoint()
+        gap = self.cfg.checkpoint_seconds
+        (due,) = D.any_rank(self.finished or not gap or time.perf_counter() - self.last_checkpoint >= gap)
+        if due:  # a run of seconds writes its last epoch's checkpoint only
+            self.checkpoint()
 
     def _final(self, has_valid: bool) -> dict[str, dict[str, float]]:
         D.barrier()  # rank 0 has written the best weights
