@@ -29,11 +29,15 @@ DATA = Path(os.environ.get("SEQLAB_DATA", REPO.parent / "shared" / "data"))
 DATASETS = {
     "sst2": {"data.train": str(DATA / "sst2" / "glue" / "train.tsv"), "data.format": "tsv",
              "data.label_column": "label"},
-    "trec": {"data.train": str(DATA / "trec" / "train_5500.label"), "data.format": "trec", "data.encoding": "latin-1"},
-    "ag_sample": {"data.train": str(REPO / "seqlab" / "data" / "sample" / "train.csv"), "data.format": "csv"},
+    "trec": {"data.train": str(DATA / "trec" / "train_5500.label"), "data.format": "trec",
+             "data.encoding": "latin-1"},
+    "ag_sample": {"data.train": str(REPO / "seqlab" / "data" / "sample" / "ag_news_train.csv.gz"),
+                  "data.format": "csv"},
     "imdb": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl"},
     "imdb_rating": {"data.train": str(DATA / "imdb" / "imdb-train.jsonl.gz"), "data.format": "jsonl",
                     "data.label_key": "rating"},
+    # few long documents in many classes (as a topic corpus): 5,000 reviews of IMDB train drawn with seed 0
+    "imdb_rating_5k": {"data.train": "imdb-train-5k.jsonl", "data.format": "jsonl", "data.label_key": "rating"},
 }
 RECIPES = {  # train.* / model.* / task.* overrides of the library defaults
     "lecture": {},  # SGD 4.0, StepLR 0.9, dim 32, batch 16, 5 epochs
@@ -46,7 +50,25 @@ RECIPES = {  # train.* / model.* / task.* overrides of the library defaults
                        "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2},
     "sgd_lin10": {"train.lr": 2.0, "train.schedule": "linear", "model.dim": 64, "train.batch_size": 32,
                   "train.epochs": 10},
+    "adam_lin10_mf2_es2": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 64,
+                           "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2, "train.early_stopping": 2},
+    "adam_lin10_mf2_lr01": {"train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "linear", "model.dim": 64,
+                            "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2},
+    "adam_lin10_mf2_d32": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 32,
+                           "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2},
+    "adam_lin20_mf2_es3": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 64,
+                           "train.batch_size": 64, "train.epochs": 20, "task.min_freq": 2, "train.early_stopping": 3},
 }
+
+
+def subset(src: Path, dest: Path, n: int, seed: int = 0) -> None:
+    """n lines of a JSONL file drawn at random (seeded), in file order."""
+    import gzip
+    import random
+
+    lines = gzip.open(src, "rt", encoding="utf-8").read().rstrip("\n").split("\n")  # not splitlines: \u2028
+    keep = sorted(random.Random(seed).sample(range(len(lines)), n))
+    dest.write_text("\n".join(lines[i] for i in keep) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -58,6 +80,8 @@ def main() -> None:
     a = ap.parse_args()
     results: dict = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
+        subset(DATA / "imdb" / "imdb-train.jsonl.gz", Path(tmp) / "imdb-train-5k.jsonl", 5000)
+        DATASETS["imdb_rating_5k"]["data.train"] = str(Path(tmp) / "imdb-train-5k.jsonl")
         for dataset in a.datasets.split(","):
             for recipe in a.recipes.split(","):
                 key = f"{dataset}/{recipe}"

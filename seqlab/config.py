@@ -249,7 +249,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be one of {shown}, got {value!r}{hint}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or value in ("None", "none")):  # YAML's null, or Python's habit
             return None
         errors = []
         for a in args:
@@ -322,6 +322,16 @@ def build_dataclass(cls: type, values: dict, prefix: str, renamed: dict[str, str
     return obj
 
 
+def model_recipe(model_cls: type) -> dict[str, dict]:
+    """A model's own training recipe (`recipe` on its class: dotted `train.*` / `task.*` keys, the defaults it
+    trains with when neither a preset nor an override says otherwise), as sections: {"train": {...}, ...}."""
+    out: dict[str, dict] = {}
+    for key, value in getattr(model_cls, "recipe", {}).items():
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
 def resolve(tree: dict) -> Config:
     """Turn a raw tree (defaults ⊕ preset ⊕ overrides) into a validated `Config`."""
     tree = dict(tree)
@@ -345,12 +355,13 @@ def resolve(tree: dict) -> Config:
         raise ConfigError(
             f"unknown model {model_name!r} for task {task_name}" + _suggest(model_name, list(models))
         )
+    recipe = model_recipe(models[model_name])
     cfg = Config(
         task=task_name,
         model=model_name,
         data=build_dataclass(DataConfig, tree.get("data") or {}, "data"),
-        train=build_dataclass(TrainConfig, tree.get("train") or {}, "train"),
-        task_options=build_dataclass(TASKS[task_name].Config, task_raw, "task"),
+        train=build_dataclass(TrainConfig, {**recipe.get("train", {}), **(tree.get("train") or {})}, "train"),
+        task_options=build_dataclass(TASKS[task_name].Config, {**recipe.get("task", {}), **task_raw}, "task"),
         model_options=build_dataclass(models[model_name].Config, model_raw, "model",
                                       RENAMED_IN_2.get(task_name, {}).get(model_name)),
     )
@@ -449,4 +460,7 @@ def describe_keys() -> list[dict]:
         out += rows(cls.Config, "task.", f"task:{task}")
         for model, mcls in MODELS.get(task, {}).items():
             out += rows(mcls.Config, "model.", f"model:{task}/{model}")
+            out += [{"key": key, "section": f"model:{task}/{model}", "type": "its recipe", "default": value,
+                     "help": f"this model trains with {key}={value} unless told otherwise"}
+                    for key, value in getattr(mcls, "recipe", {}).items()]
     return out

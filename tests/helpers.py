@@ -44,3 +44,9 @@ def assert_seeded(run) -> None:
     a, b, c = flat(run(0)), flat(run(0)), flat(run(1))
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), "same seed, different results"
     assert any(not torch.equal(x, y) for x, y in zip(a, c, strict=True)), "another seed, the same results"
+
+
+# The library's defaults before the bag got its own recipe (the lecture's: SGD 4.0, StepLR, batch 16, 5 epochs,
+# every word kept), for the tests whose step counts and tiny-data accuracy were written against them.
+LECTURE = {"train.optimizer": "sgd", "train.lr": 4.0, "train.schedule": "step", "train.batch_size": 16,
+           "train.epochs": 5, "train.early_stopping": None, "task.min_freq": 1, "model.dim": 32}

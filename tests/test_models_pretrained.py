@@ -120,7 +120,8 @@ def test_sparse_embeddings_train_through_the_trainer(tmp_path, name):
              "transformer": {"model.dim": 16, "model.ff_dim": 32}}[name]
     files = tiny_classification(tmp_path)
     run = seqlab.train(None, {**files, "model": name, **small, "model.sparse": True, "model.dropout": 0.0,
-                              "train.epochs": 4, "train.optimizer": "adam", "train.lr": 0.02},
+                              "train.epochs": 4, "train.optimizer": "adam", "train.lr": 0.02, "train.batch_size": 16,
+                              "train.schedule": "constant", "train.warmup_steps": 0},
                        out=tmp_path / "run", quiet=True)
     test = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert test["split"] == "test" and test["accuracy"] >= 0.85

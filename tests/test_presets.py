@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import yaml
 
-from seqlab.config import PRESETS, Config, DataConfig, find_preset, make_config, preset_names
+from seqlab.config import PRESETS, Config, DataConfig, find_preset, make_config, model_recipe, preset_names
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
 from seqlab.tasks import TASKS
@@ -21,13 +21,15 @@ SPELLED_OUT = {"lecture/ag_news_bag"}  # the lecture's recipe, stated in full
 def restated_defaults(tree: dict) -> list[str]:
     """The keys of a preset whose value is the default (a section's `name` selects; it is not a default)."""
     cfg = make_config(tree)
+    recipe = model_recipe(MODELS[cfg.task][cfg.model])  # the model's own defaults for train.* / task.*
     sections = {"task": TASKS[cfg.task].Config(), "model": MODELS[cfg.task][cfg.model].Config(),
                 "data": DataConfig(), "train": TrainConfig()}
     out = []
     for section, defaults in sections.items():
         raw = tree.get(section)
         for key, value in (raw.items() if isinstance(raw, dict) else ()):
-            if key != "name" and getattr(defaults, key) == value:
+            default = recipe.get(section, {}).get(key, getattr(defaults, key, None))
+            if key != "name" and default == value:
                 out.append(f"{section}.{key}")
     out += [k for k in ("seed", "device", "precision", "threads") if k in tree and getattr(Config(), k) == tree[k]]
     return out
@@ -42,8 +44,14 @@ def test_a_preset_resolves_and_states_only_what_differs_from_the_defaults(name: 
 
 
 def test_the_check_catches_a_restated_default() -> None:
-    assert restated_defaults({"model": {"name": "cnn", "dim": 300, "filters": 50}, "train": {"epochs": 5}}) == [
-        "model.dim", "train.epochs"]
+    assert restated_defaults({"model": {"name": "cnn", "dim": 300, "filters": 50}, "train": {"epochs": 3}}) == [
+        "model.dim", "train.epochs"]  # the CNN's recipe trains for 3 epochs
+
+
+def test_a_models_recipe_comes_between_the_defaults_and_the_preset() -> None:
+    assert make_config(None, ["model=cnn"]).train.optimizer == "adam"  # the CNN's recipe
+    assert make_config(None, ["model=cnn", "train.optimizer=sgd"]).train.optimizer == "sgd"
+    assert make_config(None, ["task=tag"]).train.optimizer == "sgd"  # no recipe: TrainConfig's default
 
 
 def test_presets_are_found_by_name_by_path_and_by_the_old_checkout_path(tmp_path, monkeypatch) -> None:

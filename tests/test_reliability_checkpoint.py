@@ -26,11 +26,11 @@ from seqlab.cli import main
 from seqlab.data.io import sha256_file
 from seqlab.tasks.classify import ClassifyTask
 from seqlab.train.checkpoint import STATE_VERSION, checkpoint_dirs
-from tests.helpers import tiny_classification
+from tests.helpers import LECTURE, tiny_classification
 from tests.test_reliability_kill import argv, assert_same_run, newest_step
 
 # 228 training examples, batch 16: 15 steps per epoch, 30 in all; checkpoints every 5 steps, the last 3 kept
-SETTINGS = {"train.epochs": 2, "train.checkpoint_every": 5, "train.keep_checkpoints": 3, "model.dim": 8,
+SETTINGS = {**LECTURE, "train.epochs": 2, "train.checkpoint_every": 5, "train.keep_checkpoints": 3, "model.dim": 8,
             "model.dropout": 0.3, "threads": 1}
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 import seqlab
 from seqlab.cli import main
 from seqlab.train.checkpoint import checkpoint_dirs
-from tests.helpers import tiny_classification, write_csv
+from tests.helpers import LECTURE, tiny_classification, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
@@ -35,7 +35,7 @@ TIMING = ("seconds", "examples_per_s")
 # every 5 steps; dropout draws from the RNG at every step; SGD with momentum (dense embedding) and Adam
 # (+SparseAdam for the sparse embedding) carry optimiser state; the step schedule changes the learning
 # rate at every epoch.
-SETTINGS = {"train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 5,
+SETTINGS = {**LECTURE, "train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 5,
             "train.keep_checkpoints": 3, "model.dim": 16, "model.dropout": 0.3, "threads": 1}
 OPTIMIZERS = {"sgd": {"train.optimizer": "sgd", "train.lr": 0.5, "train.momentum": 0.9,
                       "model.sparse": False},

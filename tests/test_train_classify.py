@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 import seqlab
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.train.checkpoint import checkpoint_dirs
-from tests.helpers import tiny_classification, write_csv
+from tests.helpers import LECTURE, tiny_classification, write_csv
 
-FAST = {"train.epochs": 3, "train.batch_size": 16, "model.dim": 16}
+FAST = {**LECTURE, "train.epochs": 3, "model.dim": 16}
 
 
 def weights(run_dir):

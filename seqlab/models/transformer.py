@@ -56,6 +56,10 @@ class TransformerClassifier(nn.Module):
 
     Config = TransformerConfig
     inputs: ClassVar[str] = "padded"
+    # trained as on SST-2 (sst2/transformer, chosen on its valid split), unless a preset or an override says otherwise
+    recipe: ClassVar[dict] = {"train.optimizer": "adamw", "train.lr": 0.001, "train.weight_decay": 0.01,
+                              "train.schedule": "linear", "train.warmup_steps": 300, "train.clip_grad_norm": 1.0,
+                              "train.batch_size": 64, "train.epochs": 4}
 
     def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()
