@@ -7,10 +7,10 @@ class) when the model is built, so that the classify task never asks which model
 - `TokenFeatures`, for the CNN/RNN/Transformer: token ids right-padded to the batch's longest (truncated
   at `max_len`, at least `min_len` long) plus lengths.
 
-Both: `from_options(task options, min_len)`, `vocab_tokens(tokens)` (what the vocabulary counts for a
-text), `encode(vocab, tokens)` (Packed ids), `rows(vocab)` (embedding rows), `collate(data, index, vocab)`
-(the model's input tensors), `lengths(data)` (for batches of similar length; None: no bucketing),
-`truncated(data)` (sequences cut at max_len), `names`/`axes` (ONNX inputs)."""
+Both: `from_options(task options, min_len)`, `build_vocab(token lists, min_freq, max_size)` (the
+vocabulary of the training texts), `encode(vocab, tokens)` (Packed ids), `rows(vocab)` (embedding rows),
+`collate(data, index, vocab)` (the model's input tensors), `lengths(data)` (for batches of similar length;
+None: no bucketing), `truncated(data)` (sequences cut at max_len), `names`/`axes` (ONNX inputs)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ import numpy as np
 import torch
 
 from seqlab.data.batching import Packed, bag_batch, pad_batch
+from seqlab.data.corpus import Corpus, bigram_vocab, encode_bag
 from seqlab.data.ngrams import hashed_ngram_ids, ngrams_iterator
 from seqlab.data.vocab import Vocab
+
+CORPUS_FROM = 64  # texts from which the corpus-level path is faster than the per-text one (equal results)
 
 
 class BagFeatures:
@@ -44,8 +47,26 @@ class BagFeatures:
         """The tokens, and the n-gram strings when n-grams are vocabulary entries (torchtext's order)."""
         return tokens if self.ngrams == 1 or self.hashed else list(ngrams_iterator(tokens, self.ngrams))
 
+    def corpus(self, tokens: Sequence[list[str]]) -> Corpus | None:
+        """The texts as a `Corpus` when the corpus-level path applies (words and bigrams as vocabulary
+        entries, tokens without whitespace, enough texts to pay numpy's overhead), else None."""
+        if self.hashed or self.ngrams > 2 or len(tokens) < CORPUS_FROM:
+            return None
+        corpus = Corpus.of(tokens)
+        return None if corpus.spaced else corpus
+
+    def build_vocab(self, tokens: Sequence[list[str]], min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """`Vocab.build` over each text's `vocab_tokens` (at corpus level for word bigrams: same result)."""
+        corpus = self.corpus(tokens) if self.ngrams == 2 else None
+        if corpus is not None:
+            return bigram_vocab(corpus, min_freq, max_size)
+        return Vocab.build((self.vocab_tokens(t) for t in tokens), min_freq=min_freq, max_size=max_size)
+
     def encode(self, vocab: Vocab, tokens: Sequence[list[str]]) -> Packed:
         unk = vocab.unk_index
+        corpus = self.corpus(tokens) if unk is not None else None
+        if corpus is not None:
+            return encode_bag(vocab, corpus, self.ngrams, self.drop_unknown)
         seqs = []
         for t in tokens:
             ids = vocab.encode(self.vocab_tokens(t))
@@ -96,8 +117,8 @@ class TokenFeatures:
         """From the classify task's options (`max_len`) and the model's shortest input (`min_len`)."""
         return cls(opt.max_len, min_len)
 
-    def vocab_tokens(self, tokens: list[str]) -> list[str]:
-        return tokens
+    def build_vocab(self, tokens: Sequence[list[str]], min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        return Vocab.build(tokens, min_freq=min_freq, max_size=max_size)
 
     def encode(self, vocab: Vocab, tokens: Sequence[list[str]]) -> Packed:
         return Packed.from_lists([vocab.encode(t) for t in tokens])

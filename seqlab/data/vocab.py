@@ -66,6 +66,7 @@ class Vocab:
         self.pad_token = pad_token
         self.unk_index = None if unk_token is None else self.stoi[unk_token]
         self.pad_index = None if pad_token is None else self.stoi[pad_token]
+        self.bigrams = None  # seqlab.data.corpus's lookup of the word-bigram entries, made when first needed
 
     @classmethod
     def build(

@@ -109,6 +109,7 @@ class ClassifyTask(LabelTask):
     def __init__(self, cfg: Any, device: torch.device, log=print):
         super().__init__(cfg, device, log)
         self.tokenize = get_tokenizer(self.opt.tokenizer)
+        self.train_tokens: tuple[list[str], list[list[str]]] | None = None  # (texts, tokens) from build
         min_len = getattr(self.model_cls, "min_len", lambda _cfg: 1)(cfg.model_options)
         self.features = FEATURES[self.model_cls.inputs].from_options(self.opt, min_len)
         self.vocab: Vocab | None = None
@@ -151,6 +152,10 @@ class ClassifyTask(LabelTask):
         return rows
 
     def tokens(self, texts: list[str]) -> list[list[str]]:
+        """Each text's tokens (the training texts' are kept from `build` for their one encoding)."""
+        if self.train_tokens is not None and texts is self.train_tokens[0]:
+            tokens, self.train_tokens = self.train_tokens[1], None
+            return tokens
         return [self.tokenize(t) for t in texts]
 
     def encode(self, texts: list[str]) -> Packed:
@@ -182,8 +187,8 @@ class ClassifyTask(LabelTask):
 
     def build(self, train: Rows) -> None:
         tokens = self.tokens(train.texts)
-        self.vocab = Vocab.build((self.features.vocab_tokens(t) for t in tokens), min_freq=self.opt.min_freq,
-                                 max_size=self.opt.max_vocab)
+        self.train_tokens = (train.texts, tokens)
+        self.vocab = self.features.build_vocab(tokens, self.opt.min_freq, self.opt.max_vocab)
         self.labels = LabelVocab.build(label for labels in train.labels for label in labels)
         self.vocab_built = True
         several = any(len(labels) > 1 for labels in train.labels)
