@@ -78,3 +78,59 @@ def test_sparse_gradients_with_momentum_are_a_config_error():
 
     with pytest.raises(ConfigError, match="sparse"):
         build_optimizer(nn.EmbeddingBag(10, 4, sparse=True), TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9))
+
+
+def _adagrad_pair(sparse: bool, dim: int, wd: float = 0.0):
+    """(ours, torch's) on two equal models of an embedding bag + linear layer, trained 5 steps each."""
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(nn.ModuleList([nn.EmbeddingBag(20, dim, sparse=sparse), nn.Linear(dim, 3)]))
+    ours = build_optimizer(models[0], TrainConfig(optimizer="adagrad", lr=0.3, weight_decay=wd))
+    theirs = torch.optim.Adagrad(models[1].parameters(), lr=0.3, weight_decay=wd, eps=1e-10)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        text, offsets = torch.randint(0, 20, (12,), generator=g), torch.tensor([0, 3, 7])
+        for m, o in zip(models, (ours, theirs), strict=True):
+            o.zero_grad()
+            m[1](m[0](text, offsets)).pow(2).sum().backward()
+            o.step()
+    return models
+
+
+def test_our_adagrad_equals_torch_adagrad_dense_and_sparse_rows_of_one():
+    for sparse, dim, wd in [(False, 4, 0.0), (False, 4, 0.1), (True, 1, 0.0)]:  # row-wise = elementwise at dim 1
+        ours, theirs = _adagrad_pair(sparse, dim, wd)
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6), (sparse, dim, wd)
+
+
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_moves_only_touched_rows():
+    from seqlab.train.optim import Adagrad
+
+    emb = nn.Embedding(6, 3, sparse=True)
+    before = emb.weight.detach().clone()
+    opt = Adagrad([emb.weight], lr=0.5, sparse={id(emb.weight)})
+    emb(torch.tensor([1, 1, 4])).sum().backward()  # row 1 twice: gradient 2 per element, row 4: 1
+    opt.step()
+    acc = opt.sums[0]
+    assert acc.shape == (6,) and acc.tolist() == [0, 4, 0, 0, 1, 0]  # mean of the row's squared gradient
+    moved = (emb.weight.detach() != before).any(1).tolist()
+    assert moved == [False, True, False, False, True, False]
+    assert torch.allclose(before[1] - emb.weight.detach()[1], torch.full((3,), 0.5))  # lr * g / sqrt(acc)
+
+
+def test_adagrad_refuses_weight_decay_on_sparse_rows_and_round_trips_its_state():
+    import pytest
+
+    from seqlab.errors import ConfigError
+
+    model = nn.Sequential(nn.EmbeddingBag(10, 4, sparse=True), nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="weight_decay"):
+        build_optimizer(model, TrainConfig(optimizer="adagrad", lr=0.1, weight_decay=0.01))
+    opt = build_optimizer(model, TrainConfig(optimizer="adagrad", lr=0.1))
+    model[1](model[0](torch.tensor([1, 2, 3]), torch.tensor([0, 2]))).sum().backward()
+    opt.step()
+    again = build_optimizer(model, TrainConfig(optimizer="adagrad", lr=0.1))
+    again.load_state_dict(opt.state_dict())
+    assert all(torch.equal(again.optimizers[0].sums[k], v) for k, v in opt.optimizers[0].sums.items())

@@ -17,10 +17,10 @@ class TrainConfig:
     batch_size: Positive = 16  # examples per optimiser step
     eval_batch_size: Positive = 256  # examples per forward pass in evaluation and prediction
     max_steps: Positive | None = None  # stop after this many optimiser steps (None: run all epochs)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"  # sgd: the lecture's
+    optimizer: Literal["sgd", "adam", "adamw", "adagrad"] = "sgd"  # sgd: the lecture's; adagrad: row-wise if sparse
     lr: PositiveFloat = 4.0  # learning rate (the peak, with a schedule)
     momentum: NonNegativeFloat = 0.0  # sgd
-    weight_decay: NonNegativeFloat = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    weight_decay: NonNegativeFloat = 0.0  # L2 (sgd, adam, adagrad) or decoupled (adamw) weight decay
     betas: list[float] | None = None  # Adam/AdamW (β1, β2); None: torch's defaults
     schedule: Literal["constant", "step", "exponential", "cosine", "linear"] = "step"  # linear: decay to 0
     gamma: PositiveFloat = 0.9  # step/exponential: factor per `step_size` epochs

@@ -1,10 +1,11 @@
 """Optimisers and learning-rate schedules.
 
 Sparse embedding gradients (EmbeddingBag/Embedding with `sparse=True`) need an optimiser that takes
-them: SGD does; for Adam/AdamW the sparse parameters go to `torch.optim.SparseAdam` and the rest to
-the chosen optimiser, behind one object with the usual `step`/`zero_grad`/`state_dict` interface.
-SGD is written out here (`SGD`, equal to `torch.optim.SGD`, tested): constructing any torch optimiser
-imports `torch._dynamo`, about 1.7 s of start-up, which is most of a bag-of-n-grams run's budget.
+them: SGD and Adagrad do; for Adam/AdamW the sparse parameters go to `torch.optim.SparseAdam` and the rest
+to the chosen optimiser, behind one object with the usual `step`/`zero_grad`/`state_dict` interface.
+SGD and Adagrad are written out here (`SGD` equal to `torch.optim.SGD`, `Adagrad` to `torch.optim.Adagrad`
+on dense parameters, tested): constructing any torch optimiser (or a subclass of `torch.optim.Optimizer`)
+imports `torch._dynamo`, 0.7-1.7 s of start-up, which is much of a bag-of-n-grams run's budget.
 Every schedule is a function of the optimiser step (epoch-based ones convert with steps_per_epoch),
 so resuming at any step restores the learning rate exactly.
 """
@@ -70,6 +71,61 @@ class SGD:
         self.param_groups[0].update(state["group"])
 
 
+class Adagrad:
+    """Adagrad: on a dense parameter torch's (s += g², p -= lr g / (√s + eps)); on a sparse embedding the
+    row-wise variant of recommendation models (FBGEMM's rowwise Adagrad): one accumulator per row, the
+    mean of the row's squared gradient, so the state is (rows,) instead of (rows, dim) and a step touches
+    only the rows of the batch. Weight decay (added to the gradient) is for dense parameters only."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, weight_decay: float = 0.0, eps: float = 1e-10,
+                 sparse: set[int] = frozenset()):
+        self.param_groups = [{"params": list(params), "lr": lr, "weight_decay": weight_decay, "eps": eps}]
+        self.sparse = [id(p) in sparse for p in self.param_groups[0]["params"]]
+        self.sums: dict[int, torch.Tensor] = {}  # parameter index -> accumulated squared gradients
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        for i, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            if self.sparse[i]:
+                self._row_step(i, p, g, lr, eps)
+                continue
+            if wd:
+                g = g.add(p, alpha=wd)
+            s = self.sums.get(i)
+            if s is None:
+                s = self.sums[i] = torch.zeros_like(p)
+            s.addcmul_(g, g)
+            p.addcdiv_(g, s.sqrt().add_(eps), value=-lr)
+
+    def _row_step(self, i: int, p: torch.Tensor, grad: torch.Tensor, lr: float, eps: float) -> None:
+        s = self.sums.get(i)
+        if s is None:
+            s = self.sums[i] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+        rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)  # (U,), (nnz,)
+        g = torch.zeros(len(rows), *p.shape[1:], dtype=p.dtype, device=p.device)
+        g.index_add_(0, inverse, grad._values())  # (U, dim): the rows' summed gradients
+        acc = s.index_select(0, rows).add_(g.pow(2).flatten(1).mean(1))  # (U,)
+        s.index_copy_(0, rows, acc)
+        p.index_add_(0, rows, g.div_(acc.sqrt_().add_(eps).view(-1, *[1] * (p.dim() - 1))), alpha=-lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"sums": dict(self.sums), "group": group}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {int(k): v for k, v in state["sums"].items()}
+        self.param_groups[0].update(state["group"])
+
+
 class Optimizers:
     """One or two torch optimisers (dense, sparse) driven as one."""
 
@@ -110,6 +166,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
             raise ConfigError("sparse embedding gradients take plain SGD: set train.momentum=0 and "
                               "train.weight_decay=0, or model.sparse=false")
         return Optimizers([SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)])
+    if cfg.optimizer == "adagrad":
+        if sparse and cfg.weight_decay:
+            raise ConfigError("sparse embedding gradients take Adagrad without weight decay: set "
+                              "train.weight_decay=0, or model.sparse=false")
+        return Optimizers([Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, sparse=sparse_ids)])
     opts = []
     if dense:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
