@@ -39,8 +39,11 @@ DATASETS = {
     # few long documents in many classes (as a topic corpus): 5,000 reviews of IMDB train drawn with seed 0
     "imdb_rating_5k": {"data.train": "imdb-train-5k.jsonl", "data.format": "jsonl", "data.label_key": "rating"},
 }
-RECIPES = {  # train.* / model.* / task.* overrides of the library defaults
-    "lecture": {},  # SGD 4.0, StepLR 0.9, dim 32, batch 16, 5 epochs
+# the lecture's settings, under every recipe: each recipe measures the same whatever the bag's own recipe is
+LECTURE = {"train.optimizer": "sgd", "train.lr": 4.0, "train.schedule": "step", "model.dim": 32,
+           "train.batch_size": 16, "train.epochs": 5, "train.early_stopping": None, "task.min_freq": 1}
+RECIPES = {  # train.* / model.* / task.* overrides of the lecture's settings
+    "lecture": {},
     "keras": {"train.optimizer": "adam", "train.lr": 0.001, "train.schedule": "constant", "model.dim": 50,
               "train.batch_size": 32},
     "adam_lin": {"train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "linear", "train.batch_size": 64},
@@ -58,7 +61,21 @@ RECIPES = {  # train.* / model.* / task.* overrides of the library defaults
                            "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2},
     "adam_lin20_mf2_es3": {"train.optimizer": "adam", "train.lr": 0.005, "train.schedule": "linear", "model.dim": 64,
                            "train.batch_size": 64, "train.epochs": 20, "task.min_freq": 2, "train.early_stopping": 3},
+    # row-wise Adagrad on the sparse embedding (seqlab.train.optim.Adagrad), linear decay
+    "ada_b256_d32": {"train.optimizer": "adagrad", "train.lr": 0.3, "train.schedule": "linear", "model.dim": 32,
+                     "train.batch_size": 256, "train.epochs": 5, "task.min_freq": 2, "train.early_stopping": None},
+    "ada_b256_d64": {"train.optimizer": "adagrad", "train.lr": 0.5, "train.schedule": "linear", "model.dim": 64,
+                     "train.batch_size": 256, "train.epochs": 5, "task.min_freq": 2, "train.early_stopping": None},
+    "ada_b64_d64": {"train.optimizer": "adagrad", "train.lr": 0.5, "train.schedule": "linear", "model.dim": 64,
+                    "train.batch_size": 64, "train.epochs": 5, "task.min_freq": 2, "train.early_stopping": None},
+    "ada_b256_d32_20es3": {"train.optimizer": "adagrad", "train.lr": 0.3, "train.schedule": "linear",
+                           "model.dim": 32, "train.batch_size": 256, "train.epochs": 20, "task.min_freq": 2,
+                           "train.early_stopping": 3},
+    "ada_b64_d32_10es3": {"train.optimizer": "adagrad", "train.lr": 0.3, "train.schedule": "linear",
+                          "model.dim": 32, "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2,
+                          "train.early_stopping": 3},
 }
+RECIPES = {name: {**LECTURE, **over} for name, over in RECIPES.items()}
 
 
 def subset(src: Path, dest: Path, n: int, seed: int = 0) -> None:

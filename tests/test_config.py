@@ -7,9 +7,9 @@ from seqlab.errors import ConfigError
 def test_defaults_are_the_bags_recipe_with_bigrams():
     cfg = make_config()
     assert (cfg.task, cfg.model) == ("classify", "bag")
-    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.schedule, cfg.train.epochs) == ("adam", 0.005, "linear", 20)
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.schedule, cfg.train.epochs) == ("adagrad", 0.3, "linear", 10)
     assert cfg.train.early_stopping == 3 and cfg.task_options.min_freq == 2 and cfg.task_options.ngrams == 2
-    assert cfg.model_options.dim == 64 and cfg.model_options.mode == "mean"
+    assert cfg.model_options.dim == 32 and cfg.model_options.mode == "mean"
     assert cfg.data == DataConfig()
     lecture = make_config("lecture/ag_news_bag")  # the lecture's recipe, spelled out
     assert (lecture.train.optimizer, lecture.train.lr, lecture.train.schedule) == ("sgd", 4.0, "step")
