@@ -74,6 +74,13 @@ RECIPES = {  # train.* / model.* / task.* overrides of the lecture's settings
     "ada_b64_d32_10es3": {"train.optimizer": "adagrad", "train.lr": 0.3, "train.schedule": "linear",
                           "model.dim": 32, "train.batch_size": 64, "train.epochs": 10, "task.min_freq": 2,
                           "train.early_stopping": 3},
+    # candidates for configs/imdb/bag.yaml, run on IMDB's valid split only (--datasets imdb)
+    **{f"imdb_lr{lr}_d{dim}_ep{ep}_init{init}": {
+        "train.optimizer": "adagrad", "train.lr": lr, "train.schedule": "linear", "model.dim": dim,
+        "train.batch_size": 256, "train.epochs": ep, "task.min_freq": 2, "train.early_stopping": None,
+        "model.init_range": init}
+       for lr, dim, ep, init in [(0.3, 32, 3, 0.5), (0.3, 32, 3, 0.03), (1.0, 32, 3, 0.03), (0.5, 64, 3, 0.02),
+                                 (0.3, 32, 2, 0.5), (1.0, 32, 2, 0.03), (0.3, 64, 5, 0.02)]},
 }
 RECIPES = {name: {**LECTURE, **over} for name, over in RECIPES.items()}
 

@@ -35,14 +35,16 @@ def test_vocab_and_ids_equal_the_per_text_path(seed):
     words = [f"w{i}" for i in range(rng.randint(1, 9))] + ["<unk>", "<pad>"]  # specials can occur as text
     train = random_corpus(rng, words)
     min_freq, max_size = rng.randint(1, 3), rng.choice([None, 3, 5, 9])
-    vocab = bigram_vocab(Corpus.of(train), min_freq, max_size)
+    chunk = rng.randint(1, 4)  # texts numbered and encoded a few at a time: the same as all at once
+    vocab = bigram_vocab(Corpus.of(iter(train), chunk=chunk), min_freq, max_size)
     assert vocab.itos == per_text_vocab(train, min_freq, max_size).itos
     test = random_corpus(rng, [*words, "new", "other"])
     for ngrams in (1, 2):
         for drop in (True, False):
             for v in (vocab, Vocab(vocab.itos)):  # built here, and as read back from a run (no bigram table)
-                assert as_lists(encode_bag(v, Corpus.of(test), ngrams, drop)) == \
-                    per_text_encode(vocab, test, ngrams, drop)
+                for c in (chunk, 4096):
+                    assert as_lists(encode_bag(v, Corpus.of(test), ngrams, drop, chunk=c)) == \
+                        per_text_encode(vocab, test, ngrams, drop)
 
 
 def test_real_text_equals_and_featurizer_switches_paths():

@@ -16,7 +16,7 @@ path."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,15 +35,23 @@ class Corpus:
     lengths: np.ndarray  # (N,) int64
 
     @classmethod
-    def of(cls, token_lists: Sequence[list[str]]) -> Corpus:
+    def of(cls, token_lists: Iterable[list[str]], chunk: int = 2048) -> Corpus:
+        """Number the words of texts' tokens, `chunk` texts at a time: only one chunk's token strings need
+        to be alive (`token_lists` may tokenize lazily)."""
         index: dict[str, int] = {}
-        number = index.setdefault
-        lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-        ids = np.fromiter((number(w, len(index)) for w in itertools.chain.from_iterable(token_lists)),
-                          dtype=np.int64, count=int(lengths.sum()))
-        starts = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        return cls(list(index), ids, starts, lengths)
+        ids, lengths = [], []
+        texts = iter(token_lists)
+        while batch := list(itertools.islice(texts, chunk)):
+            flat = list(itertools.chain.from_iterable(batch))
+            for w in dict.fromkeys(flat):  # the chunk's words in order of first occurrence
+                if w not in index:
+                    index[w] = len(index)
+            ids.append(np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat)))
+            lengths.append(np.fromiter(map(len, batch), dtype=np.int64, count=len(batch)))
+        lengths_ = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        starts = np.zeros(len(lengths_), dtype=np.int64)
+        np.cumsum(lengths_[:-1], out=starts[1:])
+        return cls(list(index), np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64), starts, lengths_)
 
     @property
     def spaced(self) -> bool:
@@ -57,19 +65,20 @@ class Corpus:
         inner[ends[self.lengths > 0]] = False
         return np.flatnonzero(inner)
 
-    def stream_positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Where each token and each bigram comes in the stream text 1's words, text 1's bigrams, text 2's
-        words, ...: ((total,), (bigrams,)), both increasing along the flat arrays."""
+    def stream_positions(self, flat: np.ndarray, pair: bool = False) -> np.ndarray:
+        """(K,) where the tokens at flat positions `flat` (K,), or the bigrams they start when `pair`, come
+        in the stream text 1's words, text 1's bigrams, text 2's words, ..."""
         n = self.lengths
-        per_text = n + np.maximum(n - 1, 0)
         first = np.zeros(len(n), dtype=np.int64)
-        np.cumsum(per_text[:-1], out=first[1:])
-        text = np.repeat(np.arange(len(n)), n)  # (total,) the text of each token
-        within = np.arange(len(self.ids)) - self.starts[text]
-        word_pos = first[text] + within
-        p = self.pair_positions()
-        pair_pos = first[text[p]] + n[text[p]] + within[p]
-        return word_pos, pair_pos
+        np.cumsum((n + np.maximum(n - 1, 0))[:-1], out=first[1:])
+        text = np.searchsorted(self.starts, flat, side="right") - 1  # an empty text never holds a token
+        return first[text] + (n[text] if pair else 0) + flat - self.starts[text]
+
+    def texts(self, a: int, b: int) -> Corpus:
+        """Texts a..b-1 as a corpus of their own (views of the arrays; the same word numbers)."""
+        lo = int(self.starts[a]) if a < len(self.starts) else len(self.ids)
+        hi = int(self.starts[b - 1] + self.lengths[b - 1]) if b > a else lo
+        return Corpus(self.words, self.ids[lo:hi], self.starts[a:b] - lo, self.lengths[a:b])
 
 
 def bigram_vocab(corpus: Corpus, min_freq: int = 1, max_size: int | None = None,
@@ -78,13 +87,16 @@ def bigram_vocab(corpus: Corpus, min_freq: int = 1, max_size: int | None = None,
     """`Vocab.build` over the words and bigrams of every text, computed on the corpus's arrays."""
     W = len(corpus.words)
     word_count = np.bincount(corpus.ids, minlength=W)
-    word_pos, pair_pos = corpus.stream_positions()
-    _, first_index = np.unique(corpus.ids, return_index=True)  # positions increase along the flat array
-    word_first = word_pos[first_index]
+    # words are numbered in order of first occurrence: a word first occurs where the running maximum grows
+    rising = np.maximum.accumulate(corpus.ids)
+    first_index = np.flatnonzero(np.concatenate([[True], rising[1:] > rising[:-1]])) if len(rising) else rising
+    del rising
+    word_first = corpus.stream_positions(first_index)
     p = corpus.pair_positions()
     keys = corpus.ids[p] * W + corpus.ids[p + 1]
     pair_keys, pair_first, pair_count = np.unique(keys, return_index=True, return_counts=True)
-    pair_first = pair_pos[pair_first]
+    pair_first = corpus.stream_positions(p[pair_first], pair=True)
+    del p, keys
     for s in specials:  # Vocab.build never counts a special (a bigram string holds a space: never one)
         if s in corpus.words:
             word_count[corpus.words.index(s)] = 0
@@ -110,22 +122,34 @@ def bigram_vocab(corpus: Corpus, min_freq: int = 1, max_size: int | None = None,
     return vocab
 
 
-def encode_bag(vocab: Vocab, corpus: Corpus, ngrams: int, drop_unknown: bool = True) -> Packed:
+def encode_bag(vocab: Vocab, corpus: Corpus, ngrams: int, drop_unknown: bool = True, chunk: int = 4096) -> Packed:
     """Each text's vocabulary ids in torchtext's order (its words, then its bigrams when `ngrams` is 2),
-    unknown ones left out when `drop_unknown`: the per-text `vocab.encode(ngrams_iterator(tokens))`."""
-    unk = vocab.unk_index
+    unknown ones left out when `drop_unknown`: the per-text `vocab.encode(ngrams_iterator(tokens))`.
+    Encoded `chunk` texts at a time, so that the intermediate arrays stay small."""
     get = vocab.stoi.get
     known = np.fromiter((get(w, -1) for w in corpus.words), dtype=np.int64, count=len(corpus.words))  # (W,)
+    parts = [_encode_chunk(vocab, corpus.texts(a, min(a + chunk, len(corpus.lengths))), known, ngrams, drop_unknown)
+             for a in range(0, len(corpus.lengths), chunk)]
+    ids = np.concatenate([q.ids for q in parts]) if parts else np.zeros(0, dtype=np.int64)
+    lengths = np.concatenate([q.lengths for q in parts]) if parts else np.zeros(0, dtype=np.int64)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return Packed(ids, starts, lengths)
+
+
+def _encode_chunk(vocab: Vocab, corpus: Corpus, known: np.ndarray, ngrams: int, drop_unknown: bool) -> Packed:
+    """`encode_bag` of a few texts, `known: (W,)` each word number's vocabulary id (-1: none)."""
+    unk = vocab.unk_index
     vid = known[corpus.ids]  # (total,) vocabulary ids, -1: not in the vocabulary
     n = corpus.lengths
     if ngrams == 1:
         out, text_len = np.where(vid < 0, unk, vid), n
     else:
-        word_pos, pair_pos = corpus.stream_positions()
+        word_pos = corpus.stream_positions(np.arange(len(vid)))
         p = corpus.pair_positions()
         out = np.empty(len(vid) + len(p), dtype=np.int64)
         out[word_pos] = vid
-        out[pair_pos] = _pair_ids(vocab, vid[p], vid[p + 1])
+        out[corpus.stream_positions(p, pair=True)] = _pair_ids(vocab, vid[p], vid[p + 1])
         out[word_pos[vid < 0]] = unk
         text_len = n + np.maximum(n - 1, 0)
     if drop_unknown and unk is not None:
@@ -133,9 +157,7 @@ def encode_bag(vocab: Vocab, corpus: Corpus, ngrams: int, drop_unknown: bool = T
         text = np.repeat(np.arange(len(n)), text_len)
         text_len = np.bincount(text[keep], minlength=len(n)).astype(np.int64)
         out = out[keep]
-    starts = np.zeros(len(n), dtype=np.int64)
-    np.cumsum(text_len[:-1], out=starts[1:])
-    return Packed(out, starts, text_len)
+    return Packed(out, np.zeros(0, dtype=np.int64), text_len)  # starts: set by encode_bag
 
 
 def _pair_ids(vocab: Vocab, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class BagFeatures:
         self.ngrams, self.buckets, self.drop_unknown = ngrams, buckets, drop_unknown
         self.hashed = ngrams > 1 and buckets > 0
         self.kept_buckets: np.ndarray | None = None  # after `seqlab quantize --cutoff`: the hash buckets kept
+        self._kept: tuple[Sequence[list[str]], Corpus] | None = None  # the vocabulary's corpus, for its encoding
 
     @classmethod
     def from_options(cls, opt, min_len: int = 1) -> BagFeatures:
@@ -52,6 +53,8 @@ class BagFeatures:
         entries, tokens without whitespace, enough texts to pay numpy's overhead), else None."""
         if self.hashed or self.ngrams > 2 or len(tokens) < CORPUS_FROM:
             return None
+        if self._kept is not None and self._kept[0] is tokens:
+            return self._kept[1]
         corpus = Corpus.of(tokens)
         return None if corpus.spaced else corpus
 
@@ -59,12 +62,14 @@ class BagFeatures:
         """`Vocab.build` over each text's `vocab_tokens` (at corpus level for word bigrams: same result)."""
         corpus = self.corpus(tokens) if self.ngrams == 2 else None
         if corpus is not None:
+            self._kept = (tokens, corpus)  # the training texts are encoded next: their corpus is kept for it
             return bigram_vocab(corpus, min_freq, max_size)
         return Vocab.build((self.vocab_tokens(t) for t in tokens), min_freq=min_freq, max_size=max_size)
 
     def encode(self, vocab: Vocab, tokens: Sequence[list[str]]) -> Packed:
         unk = vocab.unk_index
         corpus = self.corpus(tokens) if unk is not None else None
+        self._kept = None
         if corpus is not None:
             return encode_bag(vocab, corpus, self.ngrams, self.drop_unknown)
         seqs = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from seqlab.errors import ConfigError
 
@@ -31,6 +31,25 @@ def whitespace(text: str) -> list[str]:
 def char(text: str) -> list[str]:
     """One token per character, spaces included."""
     return list(text)
+
+
+class Tokenized(Sequence[list[str]]):
+    """Texts' tokens, computed as they are read: a pass over a large corpus never holds every text's token
+    strings at once (each pass tokenizes again)."""
+
+    def __init__(self, texts: Sequence[str], tokenize: Callable[[str], list[str]]):
+        self.texts, self.tokenize = texts, tokenize
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(i, slice):
+            return [self.tokenize(t) for t in self.texts[i]]
+        return self.tokenize(self.texts[i])
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return map(self.tokenize, self.texts)
 
 
 TOKENIZERS: dict[str, Callable[[str], list[str]]] = {

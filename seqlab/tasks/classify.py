@@ -31,6 +31,7 @@ from seqlab.data.batching import Packed, sequential_batches
 from seqlab.data.datasets import DatasetSpec
 from seqlab.data.features import FEATURES, BagFeatures
 from seqlab.data.readers import TEXT_FORMATS
+from seqlab.data.tokenizers import Tokenized
 from seqlab.data.vectors import read_vectors
 from seqlab.errors import ConfigError
 from seqlab.models.bag import quantize_rows
@@ -109,7 +110,7 @@ class ClassifyTask(LabelTask):
     def __init__(self, cfg: Any, device: torch.device, log=print):
         super().__init__(cfg, device, log)
         self.tokenize = get_tokenizer(self.opt.tokenizer)
-        self.train_tokens: tuple[list[str], list[list[str]]] | None = None  # (texts, tokens) from build
+        self.train_tokens: Tokenized | None = None  # the training texts' tokens, from build
         min_len = getattr(self.model_cls, "min_len", lambda _cfg: 1)(cfg.model_options)
         self.features = FEATURES[self.model_cls.inputs].from_options(self.opt, min_len)
         self.vocab: Vocab | None = None
@@ -151,12 +152,13 @@ class ClassifyTask(LabelTask):
         self.note_skipped(path, stats)
         return rows
 
-    def tokens(self, texts: list[str]) -> list[list[str]]:
-        """Each text's tokens (the training texts' are kept from `build` for their one encoding)."""
-        if self.train_tokens is not None and texts is self.train_tokens[0]:
-            tokens, self.train_tokens = self.train_tokens[1], None
+    def tokens(self, texts: list[str]) -> Tokenized:
+        """Each text's tokens, lazily (the training texts' from `build`, whose corpus the bag keeps for their
+        one encoding)."""
+        if self.train_tokens is not None and texts is self.train_tokens.texts:
+            tokens, self.train_tokens = self.train_tokens, None
             return tokens
-        return [self.tokenize(t) for t in texts]
+        return Tokenized(texts, self.tokenize)
 
     def encode(self, texts: list[str]) -> Packed:
         """The model's ids of each text (tokens, n-grams: see the featurizer)."""
@@ -186,8 +188,7 @@ class ClassifyTask(LabelTask):
             self.counts["dropped_from_train"] = len(rows) - len(kept)
 
     def build(self, train: Rows) -> None:
-        tokens = self.tokens(train.texts)
-        self.train_tokens = (train.texts, tokens)
+        self.train_tokens = tokens = self.tokens(train.texts)
         self.vocab = self.features.build_vocab(tokens, self.opt.min_freq, self.opt.max_vocab)
         self.labels = LabelVocab.build(label for labels in train.labels for label in labels)
         self.vocab_built = True
