@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from seqlab.data import get_dataset, read  # noqa: E402
+from seqlab.report.card import hardware  # noqa: E402
 
 CASES = {
     "sst2": {"preset": "sst2/bag", "dataset": "sst2"},
     "trec": {"preset": "trec/bag", "dataset": "trec"},
+    "imdb": {"preset": "imdb/bag", "dataset": "imdb"},
     "lecture_sample": {"preset": "lecture/ag_news_bag", "dataset": "sample",
                        "overrides": ["dataset=sample"]},
 }
@@ -47,20 +49,38 @@ def examples(dataset: str, split: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, str]:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
-    return wall, proc.stdout
+# runs a command and writes its peak RSS (kB) to a file: the command is a child of this small process, not of
+# the benchmark (a child forked from a large process reports that process's size as its own peak)
+PEAK = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, str, float]:
+    """Run a process: (wall seconds, its stdout, its peak RSS in MB)."""
+    with tempfile.TemporaryDirectory() as d:
+        peak = Path(d) / "peak"
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", PEAK, str(peak), *cmd], capture_output=True, text=True,
+                              env=env, cwd=REPO)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
+        return wall, proc.stdout, int(peak.read_text()) / 1024
 
 
 FASTTEXT_ARGS = {"wordNgrams": 2, "epoch": 5}  # the peers' fixed recipes (also used by bench_encoders.py)
 FASTTEXT = f"""
-import sys, fasttext
+import sys, time, fasttext
+t = time.perf_counter()
 m = fasttext.train_supervised(sys.argv[1], thread=int(sys.argv[3]), verbose=0, **{FASTTEXT_ARGS!r})
+seconds = time.perf_counter() - t
+words = sum(sum(not w.startswith("__label__") for w in line.split()) for line in open(sys.argv[1]))
 n, p, r = m.test(sys.argv[2])
+print(words * {FASTTEXT_ARGS['epoch']} / seconds / int(sys.argv[3]))  # words/s/thread of training (with loading)
 print(p)
 """
 
@@ -85,13 +105,17 @@ def run_fasttext(train: tuple, test: tuple, threads: int, repeats: int, tmp: Pat
 
     write(tmp / "ft_train.txt", train)
     write(tmp / "ft_test.txt", test)
-    walls, accs = [], []
+    walls, accs, rss, rates = [], [], [], []
     for _ in range(repeats):
-        wall, out = timed([sys.executable, "-c", FASTTEXT, str(tmp / "ft_train.txt"), str(tmp / "ft_test.txt"),
-                           str(threads)], env)
+        wall, out, peak = timed([sys.executable, "-c", FASTTEXT, str(tmp / "ft_train.txt"),
+                                 str(tmp / "ft_test.txt"), str(threads)], env)
         walls.append(wall)
-        accs.append(float(out.strip().splitlines()[-1]))
-    return {"wall_s": statistics.median(walls), "accuracy": statistics.mean(accs), "accuracies": accs}
+        rss.append(peak)
+        rate, acc = out.strip().splitlines()[-2:]
+        rates.append(float(rate))
+        accs.append(float(acc))
+    return {"wall_s": statistics.median(walls), "accuracy": statistics.mean(accs), "accuracies": accs,
+            "peak_rss_mb": max(rss), "train_words_per_s_per_thread": statistics.median(rates)}
 
 
 def run_svm(train: tuple, test: tuple) -> dict:
@@ -104,13 +128,14 @@ def run_svm(train: tuple, test: tuple) -> dict:
 
 
 def run_seqlab(case: dict, threads: int, repeats: int, tmp: Path, env: dict) -> dict:
-    walls, accs = [], []
+    walls, accs, rss = [], [], []
     for i in range(repeats):
         out = tmp / f"run-{case['dataset']}-{i}"
         cmd = [sys.executable, "-m", "seqlab", "train", case["preset"], f"threads={threads}",
                *case.get("overrides", []), "--quiet", "--out", str(out)]
-        wall, _ = timed(cmd, env)
+        wall, _, peak = timed(cmd, env)
         walls.append(wall)
+        rss.append(peak)
         summary = json.loads((out / "summary.json").read_text())
         accs.append(summary["results"]["test"]["accuracy"])
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -122,14 +147,18 @@ def run_seqlab(case: dict, threads: int, repeats: int, tmp: Path, env: dict) -> 
     from seqlab.tasks import TASKS
 
     torch.set_num_threads(threads)
-    cfg = make_config(REPO / case["preset"], case.get("overrides", []))
+    cfg = make_config(case["preset"], case.get("overrides", []))
     task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
     t = time.perf_counter()
     task.prepare()
     prep = time.perf_counter() - t
     n_texts = sum(len(s.texts) for s in task.splits.values())
+    train_texts = task.splits["train"].texts
+    words_per_text = sum(len(task.tokenize(t)) for t in train_texts) / len(train_texts)
     return {"wall_s": statistics.median(walls), "accuracy": statistics.mean(accs), "accuracies": accs,
-            "prepare_s": prep, "prepare_texts_per_s": n_texts / prep, "train_examples_per_s": train_rate}
+            "peak_rss_mb": max(rss), "prepare_s": prep, "prepare_texts_per_s": n_texts / prep,
+            "train_examples_per_s": train_rate,
+            "train_words_per_s_per_thread": train_rate * words_per_text / threads}
 
 
 def main() -> None:
@@ -140,7 +169,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bag.json"))
     a = ap.parse_args()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    results = {"threads": a.threads, "repeats": a.repeats, "load_before": os.getloadavg()[0], "cases": {}}
+    results = {"threads": a.threads, "repeats": a.repeats, "hardware": hardware(), "load_before": os.getloadavg()[0],
+               "cases": {}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name in a.cases:
@@ -153,14 +183,17 @@ def main() -> None:
             results["cases"][name] = r
             s = r["seqlab"]
             print(f"\n== {name}: train {len(train[0]):,} / test {len(test[0]):,}")
-            print(f"{'system':<12} {'accuracy':>9} {'wall s':>8}")
+            print(f"{'system':<12} {'accuracy':>9} {'wall s':>8} {'peak RSS MB':>12}")
             for system, v in r.items():
-                print(f"{system:<12} {v['accuracy'] * 100:8.2f}% {v['wall_s']:8.2f}")
+                print(f"{system:<12} {v['accuracy'] * 100:8.2f}% {v['wall_s']:8.2f} {v.get('peak_rss_mb', 0):12.0f}")
             if "fasttext" in r:
                 print(f"seqlab/fastText wall ratio {s['wall_s'] / r['fasttext']['wall_s']:.2f}x; accuracy "
                       f"{(s['accuracy'] - r['fasttext']['accuracy']) * 100:+.2f} points")
             print(f"seqlab data preparation {s['prepare_s']:.2f} s ({s['prepare_texts_per_s']:,.0f} texts/s), "
-                  f"training {s['train_examples_per_s']:,.0f} examples/s")
+                  f"training {s['train_examples_per_s']:,.0f} examples/s, "
+                  f"{s['train_words_per_s_per_thread']:,.0f} words/s/thread"
+                  + (f" (fastText {r['fasttext']['train_words_per_s_per_thread']:,.0f}, its loading included)"
+                     if "fasttext" in r else ""))
     results["load_after"] = os.getloadavg()[0]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=1))

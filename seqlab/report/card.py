@@ -44,7 +44,8 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _hardware() -> str:
+def hardware() -> str:
+    """This machine: "CPU model, N cores (OS)"."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -93,7 +94,7 @@ def model_card(run: RunFacts) -> str:
         f"- epochs run: {epochs}" + (f"; wall time {s['wall_seconds']:.1f} s" if "wall_seconds" in s else "")
         + (f"; {s['skipped_steps']} skipped steps" if s.get("skipped_steps") else ""),
         f"- torch {s.get('torch', '?')}, {s.get('threads', '?')} threads",
-        f"- hardware: not recorded by the run; this card was written on {_hardware()}",
+        f"- hardware: not recorded by the run; this card was written on {hardware()}",
         "",
         "## Intended use",
         "",
