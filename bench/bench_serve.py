@@ -159,7 +159,7 @@ def main() -> None:
     spec = get_dataset("sst2")
     texts = [ex.text for ex in read(spec.test, format=spec.format, **spec.reader_options)]
     with tempfile.TemporaryDirectory() as tmp:
-        run = a.run or seqlab.train(str(REPO / "sst2/bag"), ["threads=2"],
+        run = a.run or seqlab.train("sst2/bag", ["threads=2"],
                                     out=Path(tmp) / "sst2-bag", quiet=True)
         load_before = os.getloadavg()
         trials: dict[str, list[dict]] = {name: [] for name in SETTINGS}

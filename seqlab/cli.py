@@ -191,7 +191,7 @@ def cmd_info(a: argparse.Namespace) -> None:
 
 
 SERVE_OPTIONS = ("batch_wait_ms", "max_batch", "threads", "max_texts", "max_chars", "max_new_tokens",
-                 "max_beam", "max_body_bytes", "drain_seconds")
+                 "max_beam", "max_body_bytes", "drain_seconds", "max_pixels", "max_pending", "request_timeout_s")
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -361,6 +361,12 @@ def _serve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-beam", type=int, help="largest beam size of a translate request")
     s.add_argument("--max-body-bytes", type=int, help="largest request body (JSON or image upload)")
     s.add_argument("--drain-seconds", type=float, help="on SIGTERM, how long in-flight requests may take")
+    s.add_argument("--max-pixels", type=int, help="largest image upload in pixels, read from its header before "
+                                                  "decoding (default 4096x4096); larger: 413")
+    s.add_argument("--max-pending", type=int, help="requests one model holds at once, waiting or running "
+                                                   "(default 64); more: 503 with Retry-After")
+    s.add_argument("--request-timeout-s", type=float, help="a request not answered by then gets 503 with "
+                                                         "Retry-After (default 30)")
 
 
 def _export_arguments(x: argparse.ArgumentParser) -> None:

@@ -29,6 +29,10 @@ class DataError(SeqlabError):
     """A data file is missing, unreadable or malformed."""
 
 
+class ImageTooLarge(DataError):
+    """An image whose header announces more pixels than the limit: refused before decoding."""
+
+
 class LabelError(DataError):
     """A label at evaluation/prediction time that the model was never trained on."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -239,3 +240,32 @@ def test_the_openapi_page_documents_every_body_with_an_example(client):
     assert all(e["value"] for e in examples.values())
     assert "image" in body["multipart/form-data"]["schema"]["properties"]
     assert client.get("/docs").status_code == 200
+
+
+def test_an_image_over_max_pixels_is_refused_from_its_header_without_decoding(runs):
+    huge = io.BytesIO()
+    Image.new("1", (13_000, 13_000)).save(huge, "PNG")  # a few kB of file, 169 M pixels
+    app = create_app([runs["image"]], ServeConfig(max_body_bytes=10_000_000))
+    with TestClient(app) as c:
+        assert c.get("/v1/models/image").json()["limits"]["max_pixels"] == 4096 * 4096
+        r = c.post(IMG, files={"image": ("bomb.png", huge.getvalue(), "image/png")})
+        assert r.status_code == 413 and "13000x13000" in r.json()["error"] and "max_pixels" in r.json()["error"]
+        x, _ = load_digits_arrays()
+        assert c.post(IMG, files={"image": ("d.png", png(x[0, 0]), "image/png")}).status_code == 200
+
+
+def test_a_model_at_max_pending_answers_503_with_retry_after_and_a_slow_answer_times_out(runs):
+    # one request waits in a batch that would stay open 5 s: a second is refused at once, the first times out
+    app = create_app([runs["classify-bag"]], ServeConfig(max_pending=1, max_batch=8, batch_wait_ms=5_000,
+                                                         request_timeout_s=0.5))
+    with TestClient(app) as c, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(c.post, CLS, json={"texts": ["slow"]})
+        served = app.state.models["classify-bag"]
+        while served.pending == 0:
+            time.sleep(0.01)
+        refused = c.post(CLS, json={"texts": ["refused"]})
+        timed_out = first.result()
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "busy" in refused.json()["error"] and "max_pending" in refused.json()["error"]
+        assert timed_out.status_code == 503 and "request_timeout_s" in timed_out.json()["error"]
+        assert served.pending == 0 and c.get("/v1/models/classify-bag").json()["limits"]["max_pending"] == 1

@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import ConfigError, DataError, ImageTooLarge
+
+# the largest image `seqlab predict`, `caption` and `serve` decode (4096², 48 MB as RGB): a header announcing
+# more is refused before any pixel is decoded (Pillow's own bomb limit, 179 M pixels, is ~0.5 GB of RGB)
+MAX_PIXELS = 4096 * 4096
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -139,12 +143,14 @@ def _size_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def load_image(source: str | os.PathLike | bytes, size: int | tuple[int, int] | None = None, *,
-               name: str | None = None) -> np.ndarray:
+               name: str | None = None, max_pixels: int | None = None, draft: bool = False) -> np.ndarray:
     """Decode one image file (or its bytes) to RGB `(H, W, 3)` uint8, upright per its EXIF orientation.
 
     `size` (an int for a square, or `(height, width)`) resizes with bilinear filtering (antialiased when
     shrinking); None keeps the original size. `name` labels in-memory bytes in error messages (e.g. the member
-    of a tar file they came from).
+    of a tar file they came from). `max_pixels`: an image whose header announces more pixels is refused
+    (`ImageTooLarge`) before decoding. `draft`: a JPEG much larger than `size` is decoded at 1/2, 1/4 or 1/8
+    of its size by the decoder itself (never below `size`), then resized: far less memory and time.
     """
     hw = _size_hw(size)
     where = name if isinstance(source, bytes) else os.fspath(source)
@@ -152,6 +158,13 @@ def load_image(source: str | os.PathLike | bytes, size: int | tuple[int, int] | 
         raise DataError("no such image file", where)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            width, height = im.size  # from the header: nothing decoded yet
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
+                                    f"{max_pixels:,}", where)
+            if draft and hw is not None:
+                side = max(hw)  # the EXIF rotation may swap the sides: keep both at least `size`
+                im.draft("RGB", (side, side))
             im = ImageOps.exif_transpose(im).convert("RGB")
             if hw is not None and im.size != (hw[1], hw[0]):
                 im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)  # Pillow sizes are (W, H)

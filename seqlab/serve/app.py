@@ -16,8 +16,10 @@ multipart/form-data upload with the file in the field `image` and the options as
 Concurrent requests to one model are micro-batched (`seqlab.serve.batching`) and run in the model's own
 worker thread, off the event loop; torch's threads come from the run's config (or `threads`). Bad input
 never reaches a 500: malformed JSON -> 400, an unknown model -> 404, a body over `max_body_bytes` -> 413,
-a non-image upload or a wrong content type -> 415, wrong types, empty texts and exceeded limits -> 422;
-every error is `{"error": "one line"}`. SIGTERM: uvicorn stops accepting, in-flight requests finish (up to
+an image over `max_pixels` (read from its header, never decoded) -> 413, a non-image upload or a wrong
+content type -> 415, wrong types, empty texts and exceeded limits -> 422; a model holding `max_pending`
+requests already, or a request unanswered after `request_timeout_s` -> 503 with `Retry-After`; every
+error is `{"error": "one line"}`. SIGTERM: uvicorn stops accepting, in-flight requests finish (up to
 `drain_seconds`), then the workers stop.
 """
 
@@ -45,7 +47,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seqlab.api import info, load
-from seqlab.errors import ConfigError, SeqlabError
+from seqlab.data.images import MAX_PIXELS
+from seqlab.errors import ConfigError, ImageTooLarge, SeqlabError
 from seqlab.report.runs import run_names
 from seqlab.serve.batching import MicroBatcher
 
@@ -67,13 +70,20 @@ class ServeConfig:
     max_batch: int = 64  # items per model call (1: no micro-batching)
     threads: int | None = None  # torch threads (None: the runs' config)
     drain_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    max_pixels: int = MAX_PIXELS  # image uploads: larger ones (by their header) -> 413, never decoded
+    # requests one model holds at once, waiting or running (an upload's bytes, a stream); more -> 503
+    max_pending: int = 64
+    request_timeout_s: float = 30.0  # a request not answered (or a stream not started) by then -> 503
 
     def validate(self) -> None:
-        for name in ("max_body_bytes", "max_texts", "max_chars", "max_new_tokens", "max_beam", "max_batch"):
+        for name in ("max_body_bytes", "max_texts", "max_chars", "max_new_tokens", "max_beam", "max_batch",
+                     "max_pixels", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.drain_seconds < 0:
             raise ConfigError("batch_wait_ms and drain_seconds must be >= 0")
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
 
@@ -106,6 +116,14 @@ def request_body(predictor) -> type[BaseModel] | None:
 
 def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
+
+
+RETRY_AFTER_S = 1  # what a 503 asks a client to wait before trying again
+
+
+def _busy(message: str) -> HTTPException:
+    """503 with Retry-After: the model is at its limit of pending requests, or a request ran out of time."""
+    return HTTPException(status_code=503, detail=message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _text(text: str, where: str, limits: ServeConfig) -> str:
@@ -187,16 +205,36 @@ class Served:
     executor: ThreadPoolExecutor
     batcher: MicroBatcher
     description: dict = field(default_factory=dict)
+    pending: int = 0  # requests held now (waiting, running or streaming)
 
     async def in_worker(self, fn: Callable, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def admit(self, limit: int) -> None:
+        """Hold one more request, or refuse it (503) when `limit` are held; `release` when it is answered."""
+        if self.pending >= limit:
+            raise _busy(f"model {self.name!r} is busy ({self.pending} requests in progress, the limit of "
+                        f"max_pending); retry in {RETRY_AFTER_S} s")
+        self.pending += 1
 
-def _describe(name: str, run_dir: Path, predictor) -> dict:
+    def release(self) -> None:
+        self.pending -= 1
+
+
+def _describe(name: str, run_dir: Path, predictor, limits: dict) -> dict:
     about = info(run_dir)
     summary = about.get("summary") or {}
     return {"name": name, "dataset": about["dataset"], **predictor.describe(), "metrics": summary.get("results", {}),
-            "parameters": summary.get("parameters"), "endpoint": f"/v1/models/{name}/predict"}
+            "parameters": summary.get("parameters"), "endpoint": f"/v1/models/{name}/predict", "limits": limits}
+
+
+def _limits(predictor, config: ServeConfig) -> dict:
+    """The server's limits that apply to a model's requests, for its description."""
+    kind = predictor.inputs.kind
+    names = ["max_body_bytes", "max_pending", "request_timeout_s", "max_batch", "batch_wait_ms"]
+    names += ["max_pixels"] if kind == "image" else ["max_chars"] if kind == "prompt" else ["max_texts", "max_chars"]
+    names += [bound for option, bound in OPTION_LIMITS.items() if option in predictor.options]
+    return {n: getattr(config, n) for n in names}
 
 
 def load_models(run_dirs: list[str | os.PathLike], config: ServeConfig) -> dict[str, Served]:
@@ -207,11 +245,12 @@ def load_models(run_dirs: list[str | os.PathLike], config: ServeConfig) -> dict[
     models = {}
     for name, run in zip(run_names(runs), runs, strict=True):
         predictor = load(run)
+        predictor.max_pixels = config.max_pixels
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqlab-{name}")
         batcher = MicroBatcher(lambda items, options, p=predictor: p.predict(items, **options), executor,
                                config.max_batch, config.batch_wait_ms / 1000)
         models[name] = Served(name, predictor.task_name, predictor, request_body(predictor), executor, batcher,
-                              _describe(name, run, predictor))
+                              _describe(name, run, predictor, _limits(predictor, config)))
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     return models
@@ -314,16 +353,31 @@ def create_app(run_dirs: list[str | os.PathLike] | None = None, config: ServeCon
               openapi_extra=_openapi_bodies(models))
     async def predict(name: str, request: Request):
         m = served(name)
-        if m.body is None:
-            items, options = await _upload(m, request, config)
-        else:
-            body = _parse(m.body, await request.body())
-            given = body.model_dump(exclude_unset=True)
-            items, options = _items(m.predictor, body, config), _options(m.predictor, given, config)
-            if getattr(body, "stream", False):
-                return await _stream(m, items[0], options)
-        results = await m.batcher.submit(items, options)
-        return {"model": m.name, "task": m.task, "results": results}
+        m.admit(config.max_pending)  # before reading the body: a flood is refused at once
+        streaming = False
+
+        async def answer():
+            nonlocal streaming
+            if m.body is None:
+                items, options = await _upload(m, request, config)
+            else:
+                body = _parse(m.body, await request.body())
+                given = body.model_dump(exclude_unset=True)
+                items, options = _items(m.predictor, body, config), _options(m.predictor, given, config)
+                if getattr(body, "stream", False):
+                    response = await _stream(m, items[0], options)
+                    streaming = True  # the stream releases the model when it ends or its client leaves
+                    return response
+            return {"model": m.name, "task": m.task, "results": await m.batcher.submit(items, options)}
+
+        try:
+            return await asyncio.wait_for(answer(), config.request_timeout_s)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            raise _busy(f"no answer within request_timeout_s = {config.request_timeout_s:g} s; retry in "
+                        f"{RETRY_AFTER_S} s") from None
+        finally:
+            if not streaming:
+                m.release()
 
     return app
 
@@ -364,13 +418,32 @@ async def _upload(m: Served, request: Request, config: ServeConfig) -> tuple[lis
     options = _options(m.predictor, {k: v for k, v in given.items() if v is not None}, config)
     try:
         picture = await m.in_worker(m.predictor.load_input, data)
+    except ImageTooLarge as e:
+        raise _error(413, f"{e.message} (max_pixels)") from None
     except SeqlabError as e:  # Pillow names the bytes it was given as an object: leave that out
         raise _error(415, "not an image this model can read: " + re.sub(r" <[^>]*>", "", e.message)) from None
     return [picture], options
 
 
+class _Stream(StreamingResponse):
+    """A streaming response that calls `on_close` once it is over: sent in full, failed, or its client gone
+    (Starlette then cancels the stream at its next await, so no further piece is drawn)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]):
+        super().__init__(content, media_type="text/event-stream")
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
 async def _stream(m: Served, prompt: str, options: dict) -> StreamingResponse:
-    """Server-sent events of an lm's pieces as they are drawn; a bad prompt fails before the stream starts."""
+    """Server-sent events of an lm's pieces as they are drawn; a bad prompt fails before the stream starts.
+    Each piece is drawn in the model's worker when the previous one has been sent: a client that leaves
+    stops the generation within one step."""
     pieces = m.predictor.stream(prompt, **options)
     step = functools.partial(next, pieces, None)
     first = await m.in_worker(step)
@@ -382,7 +455,7 @@ async def _stream(m: Served, prompt: str, options: dict) -> StreamingResponse:
             piece = await m.in_worker(step)
         yield "event: done\ndata: {}\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return _Stream(events(), m.release)
 
 
 def _openapi_bodies(models: dict[str, Served]) -> dict:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from seqlab.data import ReadStats, get_dataset
 from seqlab.data.batching import bucketed_batches, shuffled_batches
 from seqlab.data.datasets import DatasetSpec
+from seqlab.data.images import MAX_PIXELS
 from seqlab.data.io import atomic_write_text
 from seqlab.data.readers import detect_format
 from seqlab.errors import CheckpointError, ConfigError, DataError, SeqlabError
@@ -328,6 +329,7 @@ class Predictor:
     def __init__(self, task: Task, model: nn.Module, run_dir: str | Path | None = None):
         self.task, self.model = task, model.eval()
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.max_pixels: int | None = MAX_PIXELS  # image inputs: larger ones are refused before decoding
 
     @property
     def task_name(self) -> str:

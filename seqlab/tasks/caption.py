@@ -324,7 +324,8 @@ class Captioner(Predictor):
 
                 image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
             return image
-        return load_image(image, size, name="uploaded image" if isinstance(image, bytes) else None)
+        return load_image(image, size, name="uploaded image" if isinstance(image, bytes) else None,
+                          max_pixels=self.max_pixels, draft=True)
 
     def run(self, images: list, beam: int | None, attention: bool) -> list[dict]:
         """For each image: `caption`, `log_prob`, and with `attention` the `words` and `attention` [[weight per

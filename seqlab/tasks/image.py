@@ -225,7 +225,7 @@ class ImagePredictor(LabelPredictor):
                 raise DataError(f"expected a uint8 array of shape {(c, h, w)}, got {image.dtype} {image.shape}")
             return image
         name = "uploaded image" if isinstance(image, bytes) else None
-        rgb = load_image(image, (h, w), name=name).astype(np.float64)  # (H, W, 3)
+        rgb = load_image(image, (h, w), name=name, max_pixels=self.max_pixels, draft=True).astype(np.float64)
         if c == 1:  # ITU-R 601 luma, as Pillow's "L"
             return np.rint(rgb @ np.array([0.299, 0.587, 0.114]))[None].astype(np.uint8)
         if c == 3:
