@@ -269,3 +269,13 @@ def test_a_model_at_max_pending_answers_503_with_retry_after_and_a_slow_answer_t
         assert "busy" in refused.json()["error"] and "max_pending" in refused.json()["error"]
         assert timed_out.status_code == 503 and "request_timeout_s" in timed_out.json()["error"]
         assert served.pending == 0 and c.get("/v1/models/classify-bag").json()["limits"]["max_pending"] == 1
+
+
+def test_seqlab_predict_refuses_an_image_over_max_pixels_in_one_line(runs, tmp_path, capsys):
+    from seqlab.cli import main
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13_000, 13_000)).save(bomb)
+    assert main(["predict", str(runs["image"]), str(bomb)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bomb.png" in err and "13000x13000" in err

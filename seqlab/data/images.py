@@ -11,6 +11,7 @@ import gzip
 import io
 import os
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,7 +158,11 @@ def load_image(source: str | os.PathLike | bytes, size: int | tuple[int, int] | 
     if not isinstance(source, bytes) and not os.path.isfile(source):
         raise DataError("no such image file", where)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # our own limit, checked below, is the stricter: no Pillow warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with im:
             width, height = im.size  # from the header: nothing decoded yet
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
