@@ -190,7 +190,7 @@ def cmd_info(a: argparse.Namespace) -> None:
     print(f"files      {', '.join(i['files'])}")
 
 
-SERVE_OPTIONS = ("batch_wait_ms", "max_batch", "threads", "max_texts", "max_chars", "max_new_tokens",
+SERVE_OPTIONS = ("batch_wait_ms", "max_batch", "max_batch_chars", "threads", "max_texts", "max_chars", "max_new_tokens",
                  "max_beam", "max_body_bytes", "drain_seconds", "max_pixels", "max_pending", "request_timeout_s")
 
 
@@ -354,6 +354,8 @@ def _serve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
     s.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 2)")
     s.add_argument("--max-batch", type=int, help="items per model call (1: no micro-batching)")
+    s.add_argument("--max-batch-chars", type=int, help="characters per model call: a larger request is split "
+                   "and small requests run between its parts (default 16000)")
     s.add_argument("--threads", type=int, help="torch threads (default: the runs' config)")
     s.add_argument("--max-texts", type=int, help="texts or sentences per request")
     s.add_argument("--max-chars", type=int, help="characters per text, sentence or prompt")

@@ -232,6 +232,69 @@ def test_requests_with_different_options_share_a_batch_but_not_a_call():
     assert sorted(seen) == [(["a", "c"], 1), (["b", "d"], 2)]
 
 
+def test_a_large_request_is_split_and_a_small_one_behind_it_runs_in_the_next_batch():
+    calls = []
+
+    def run(items, options):
+        calls.append(list(items))
+        return [x.upper() for x in items]
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=4, wait=0.0, max_chars=9)
+            big = [f"b{i}" for i in range(10)]
+            first = asyncio.ensure_future(batcher.submit(big, {}))
+            second = asyncio.ensure_future(batcher.submit(["s"], {}))
+            out = await asyncio.gather(first, second)
+            await batcher.stop()
+            return out
+
+    big, small = asyncio.run(main())
+    assert big == [f"B{i}" for i in range(10)] and small == ["S"]  # every result, in its request's order
+    # round-robin: the small request shares the first call; at most 4 items and 9 characters per call
+    assert calls[0] == ["b0", "b1", "b2", "s"] and all(len(c) <= 4 and len("".join(c)) <= 9 for c in calls)
+    assert [x for c in calls for x in c if x != "s"] == [f"b{i}" for i in range(10)]
+
+
+def test_requests_a_batch_left_out_go_first_in_the_next():
+    calls = []
+
+    def run(items, options):
+        calls.append(sorted(items))
+        return list(items)
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=2)
+            # five requests queue while the first call runs; each call serves two of them
+            out = await asyncio.gather(*(batcher.submit([f"{r}{i}" for i in range(3)], {}) for r in "abcde"))
+            await batcher.stop()
+            return out
+
+    out = asyncio.run(main())
+    assert out == [[f"{r}{i}" for i in range(3)] for r in "abcde"]
+    # without the rotation, "e" would wait until "a" to "d" were done
+    assert [c for c in calls if any(x.startswith("e") for x in c)][0] in calls[:3]
+
+
+def test_a_bad_part_of_a_split_request_fails_that_request_only():
+    def run(items, options):
+        if "bad" in items:
+            raise DataError("a bad item")
+        return list(items)
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch=2)
+            out = await asyncio.gather(batcher.submit(["a", "b", "bad", "c"], {}), batcher.submit(["x", "y"], {}),
+                                       return_exceptions=True)
+            await batcher.stop()
+            return out
+
+    bad, good = asyncio.run(main())
+    assert isinstance(bad, DataError) and good == ["x", "y"]
+
+
 def test_the_openapi_page_documents_every_body_with_an_example(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
@@ -279,3 +342,69 @@ def test_seqlab_predict_refuses_an_image_over_max_pixels_in_one_line(runs, tmp_p
     assert main(["predict", str(runs["image"]), str(bomb)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bomb.png" in err and "13000x13000" in err
+
+
+def test_seqlab_caption_refuses_an_image_over_max_pixels_in_one_line(tmp_path, capsys):
+    from seqlab.cli import main
+
+    run = train_caption(tmp_path)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13_000, 13_000)).save(bomb)
+    assert main(["caption", str(run), str(bomb)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bomb.png" in err and "13000x13000" in err and "Traceback" not in err
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(runs):
+    """A real server (uvicorn in a thread): the client reads two pieces and closes its socket; the pieces the
+    model draws stop growing within a step, and the model's slot is free again."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    app = create_app([runs["lm"]], ServeConfig(max_new_tokens=100_000, max_pending=1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        served = app.state.models["lm"]  # loaded by the lifespan, before `started`
+        drawn = []
+        stream = served.predictor.stream
+
+        def counted(prompt, **options):
+            for piece in stream(prompt, **options):
+                drawn.append(piece)
+                time.sleep(0.005)  # a model step of a few ms, as a real one
+                yield piece
+
+        served.predictor.stream = counted
+        body = json.dumps({"prompt": "the", "max_new_tokens": 100_000, "stream": True}).encode()
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"POST /v1/models/lm/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        client.settimeout(20)
+        received = b""
+        while received.count(b"data:") < 2:
+            chunk = client.recv(4096)
+            assert chunk, received
+            received += chunk
+        client.close()
+        time.sleep(0.5)
+        after_close = len(drawn)
+        time.sleep(0.5)
+        assert len(drawn) == after_close < 1000  # stopped, far short of the 100,000 tokens asked for
+        assert served.pending == 0
+        import httpx
+
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/models/lm/predict", json={"prompt": "the", "max_new_tokens": 3})
+        assert r.status_code == 200  # the slot (max_pending=1) was released
+    finally:
+        server.should_exit = True
+        thread.join(10)

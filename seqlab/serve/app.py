@@ -68,6 +68,9 @@ class ServeConfig:
     # (0: no wait); 2 ms measured best of 0/2/5 on 2 cores with 16 clients (docs/benchmarks.md)
     batch_wait_ms: float = 2.0
     max_batch: int = 64  # items per model call (1: no micro-batching)
+    # characters per model call: a request over it is split, and the small ones queued behind it run between
+    # its parts (8 texts of max_chars: ~3 ms of a bag model)
+    max_batch_chars: int = 16_000
     threads: int | None = None  # torch threads (None: the runs' config)
     drain_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     max_pixels: int = MAX_PIXELS  # image uploads: larger ones (by their header) -> 413, never decoded
@@ -77,7 +80,7 @@ class ServeConfig:
 
     def validate(self) -> None:
         for name in ("max_body_bytes", "max_texts", "max_chars", "max_new_tokens", "max_beam", "max_batch",
-                     "max_pixels", "max_pending"):
+                     "max_batch_chars", "max_pixels", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.drain_seconds < 0:
@@ -231,7 +234,7 @@ def _describe(name: str, run_dir: Path, predictor, limits: dict) -> dict:
 def _limits(predictor, config: ServeConfig) -> dict:
     """The server's limits that apply to a model's requests, for its description."""
     kind = predictor.inputs.kind
-    names = ["max_body_bytes", "max_pending", "request_timeout_s", "max_batch", "batch_wait_ms"]
+    names = ["max_body_bytes", "max_pending", "request_timeout_s", "max_batch", "max_batch_chars", "batch_wait_ms"]
     names += ["max_pixels"] if kind == "image" else ["max_chars"] if kind == "prompt" else ["max_texts", "max_chars"]
     names += [bound for option, bound in OPTION_LIMITS.items() if option in predictor.options]
     return {n: getattr(config, n) for n in names}
@@ -248,7 +251,7 @@ def load_models(run_dirs: list[str | os.PathLike], config: ServeConfig) -> dict[
         predictor.max_pixels = config.max_pixels
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seqlab-{name}")
         batcher = MicroBatcher(lambda items, options, p=predictor: p.predict(items, **options), executor,
-                               config.max_batch, config.batch_wait_ms / 1000)
+                               config.max_batch, config.batch_wait_ms / 1000, config.max_batch_chars)
         models[name] = Served(name, predictor.task_name, predictor, request_body(predictor), executor, batcher,
                               _describe(name, run, predictor, _limits(predictor, config)))
     if config.threads is not None:
