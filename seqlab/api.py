@@ -31,7 +31,7 @@ from seqlab.train.device import resolve_device, seed_everything, set_threads
 from seqlab.train.trainer import Trainer
 
 # keys that may change when a run is resumed (training longer); everything else must stay as it was
-RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.early_stopping", "threads", "device"}
+RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.max_seconds", "train.early_stopping", "threads", "device"}
 
 
 def _default_out(cfg: Config) -> Path:
@@ -95,17 +95,21 @@ def train(
     resume: str | os.PathLike | None = None,
     quiet: bool = False,
     log=print,
+    on_valid=None,
+    test: bool = True,
 ) -> Path:
     """Train a model and return its run directory. `resume=RUN_DIR` continues an interrupted run
     exactly where its last checkpoint left it (only the keys in RESUMABLE_KEYS may change); a run
-    stopped before its first checkpoint starts over, which gives the same result.
+    stopped before its first checkpoint starts over, which gives the same result. `on_valid(n, metrics)`
+    is called after each valid evaluation (see `Trainer`); `test=False` neither reads nor evaluates the test
+    split (`seqlab tune`'s trials).
 
     Under `torchrun --nproc_per_node N` every process calls this: they join one process group, train
     data-parallel, and only rank 0 creates and writes the run directory (the others use its path)."""
     log = None if quiet else log
     owns_group = D.setup(_peek_device(preset, overrides, resume))
     try:
-        return _train(preset, overrides, out, resume, quiet, log if D.is_main() else None)
+        return _train(preset, overrides, out, resume, quiet, log if D.is_main() else None, on_valid, test)
     finally:
         if owns_group:
             D.teardown()
@@ -120,7 +124,7 @@ def _peek_device(preset, overrides, resume) -> str:
     return cfg.device
 
 
-def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
+def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test: bool = True) -> Path:
     main = D.is_main()
     say = log or (lambda _m: None)
     changed: list[str] = []  # the keys a resumed run changes
@@ -150,6 +154,7 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
             raise ConfigError(f"{out} exists and is not empty: choose another --out or --resume it")
     seed_everything(cfg.seed)
     device, task = _setup(cfg, log)
+    task.read_test = test
     t0 = time.perf_counter()
     task.prepare(artifacts=run_dir if resume is not None else None)
     sizes = ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items() if k.endswith("_examples"))
@@ -179,13 +184,16 @@ def _train(preset, overrides, out, resume, quiet: bool, log) -> Path:
             say("no checkpoint yet: the run starts over from step 0")
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     run_dir = Path(D.broadcast_object(str(run_dir) if main else None))  # the others wait for rank 0's path
-    trainer = Trainer(task, model, cfg.train, run_dir, device, cfg.precision, log=log, progress=not quiet)
+    trainer = Trainer(task, model, cfg.train, run_dir, device, cfg.precision, log=log, progress=not quiet,
+                      on_valid=on_valid, test=test)
+    t_fit = time.perf_counter()
     results = trainer.fit(resume=resume is not None and not start_over)
+    fit_seconds = time.perf_counter() - t_fit
     wall = time.perf_counter() - t0
     if not main:
         return run_dir
     task.save_artifacts(run_dir)  # with what `before_test` settled (multi-label thresholds)
-    _write_summary(run_dir, results, wall, n_params, task, trainer.skipped_steps)
+    _write_summary(run_dir, results, wall, fit_seconds, n_params, task, trainer.skipped_steps)
     test = results.get("test")
     if test:
         say(f"test {task.headline}: {_show(task.headline, test[task.headline])}  |  "
@@ -199,8 +207,10 @@ def _show(name: str, v: float) -> str:
     return f"{v * 100:.1f}%" if name.endswith("accuracy") else f"{v:.4f}"
 
 
-def _write_summary(run_dir: Path, results: dict, wall: float, n_params: int, task, skipped: int) -> None:
-    summary = {"results": results, "wall_seconds": wall, "parameters": n_params, "counts": task.counts,
+def _write_summary(run_dir: Path, results: dict, wall: float, fit_seconds: float, n_params: int, task,
+                   skipped: int) -> None:
+    summary = {"results": results, "wall_seconds": wall, "fit_seconds": fit_seconds, "parameters": n_params,
+               "counts": task.counts,
                "skipped_steps": skipped, "torch": torch.__version__, "threads": torch.get_num_threads()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
 

@@ -54,17 +54,30 @@ def _read_inputs(texts: list[str], file: str | None) -> list[str]:
 def cmd_train(a: argparse.Namespace) -> None:
     from seqlab import api
 
+    preset, overrides = _preset_and_overrides(a.args)
+    if a.skip_bad_rows:
+        overrides.append("data.skip_bad_rows=true")
+    api.train(preset, overrides, out=a.out, resume=a.resume, quiet=a.quiet)
+
+
+def _preset_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
     preset, overrides = None, []
-    for arg in a.args:
+    for arg in args:
         if "=" in arg:
             overrides.append(arg)
         elif preset is None:
             preset = arg
         else:
             raise SeqlabError(f"unexpected argument {arg!r}: give one PRESET.yaml and key=value overrides")
-    if a.skip_bad_rows:
-        overrides.append("data.skip_bad_rows=true")
-    api.train(preset, overrides, out=a.out, resume=a.resume, quiet=a.quiet)
+    return preset, overrides
+
+
+def cmd_tune(a: argparse.Namespace) -> None:
+    from seqlab.tuning import parse_budget, tune
+
+    preset, overrides = _preset_and_overrides(a.args)
+    tune(preset, overrides, out=a.out, budget=None if a.budget is None else parse_budget(a.budget),
+         trials=a.trials, metric=a.metric, workers=a.workers, storage=a.storage, seed=a.seed, quiet=a.quiet)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -289,6 +302,23 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows")
 
 
+def _tune_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("args", nargs="*", metavar="[PRESET] [key=value]",
+                   help="a preset and dotted overrides, as for `seqlab train`; an overridden key is fixed, not "
+                        "searched; the search space: TrainConfig.space, the model's space and the preset's tune:")
+    t.add_argument("--budget", help="wall-clock time for the trials: 10m, 90s, 1h or seconds (like fastText's "
+                                    "-autotune-duration)")
+    t.add_argument("--trials", type=int, help="stop once this many trials finished (complete or pruned)")
+    t.add_argument("--metric", help="the valid metric to optimise (default: the task's, e.g. accuracy)")
+    t.add_argument("--workers", type=int, default=1, help="trial processes on this machine (default 1)")
+    t.add_argument("--storage", metavar="URL", help="an Optuna RDB URL shared by processes on several machines "
+                                                    "(default sqlite:///OUT/study.db)")
+    t.add_argument("--out", help="the tuning folder: trials/N, best, best.yaml, report.md (default "
+                                 "runs/tune-<data>-<model>); the same --out continues its study")
+    t.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    t.add_argument("--quiet", action="store_true", help="no line per trial")
+
+
 def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("run_dir", help="a run directory")
     e.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE",
@@ -413,6 +443,8 @@ def _completion_arguments(c: argparse.ArgumentParser) -> None:
 VERBS: dict[str, tuple[str, Callable, Callable]] = {  # verb -> (help, arguments, command)
     "train": ("train a model (default: the bag-of-n-grams classifier on the bundled sample)", _train_arguments,
               cmd_train),
+    "tune": ("search a preset's hyper-parameters within a budget (Optuna), scored on valid, best run tested once",
+             _tune_arguments, cmd_tune),
     "evaluate": ("metrics of a run on a split, a named dataset or a file", _evaluate_arguments, cmd_evaluate),
     "predict": ("predict with any run: labels, tags, translations, continuations, captions", _predict_arguments,
                 cmd_predict),

@@ -45,3 +45,9 @@ PositiveFloat = Annotated[float, Range(0.0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0.0)]
 PositiveInts = Annotated[list[int], Range(min=1)]
 NonNegativeInts = Annotated[list[int], Range(min=0)]
+
+
+# `seqlab tune`'s search space of the models trained with dense gradients (each model class's `space`, beside its
+# `recipe`; the trainer's own is `TrainConfig.space`): how much to regularise
+DENSE_SPACE: dict = {"model.dropout": {"low": 0.0, "high": 0.6},
+                     "train.weight_decay": {"low": 1e-6, "high": 0.1, "log": True}}

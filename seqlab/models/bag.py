@@ -45,6 +45,9 @@ class BagClassifier(nn.Module):
     recipe: ClassVar[dict] = {"train.optimizer": "adagrad", "train.lr": 0.3, "train.schedule": "linear",
                               "train.batch_size": 64, "train.epochs": 10, "train.early_stopping": 3,
                               "task.min_freq": 2}
+    # `seqlab tune` searches these beside TrainConfig.space (no weight decay: sparse gradients have none)
+    space: ClassVar[dict] = {"model.dim": {"times": [0.5, 4]}, "model.dropout": {"low": 0.0, "high": 0.5},
+                             "task.ngrams": [1, 2, 3], "task.min_freq": [1, 2, 3]}
 
     def __init__(self, cfg: BagConfig, vocab_size: int, num_classes: int, padding_idx: int = 1):
         super().__init__()

@@ -28,7 +28,7 @@ Decoding goes through `seqlab.tasks.decoding` (the search translation uses): `en
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,7 @@ from seqlab.nn import (
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
-from seqlab.options import Dropout, Positive, PositiveInts
+from seqlab.options import DENSE_SPACE, Dropout, Positive, PositiveInts
 
 
 @dataclass
@@ -138,6 +138,8 @@ class CaptionRNN(nn.Module):
     """See `CaptionRNNConfig`. Step t: attention of h_{t-1} over the grid gives the context z_t, gated by
     sigmoid(W_b h_{t-1}); the LSTM cell reads [embed(y_{t-1}); z_t] and the word is predicted from h_t."""
 
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
+
     Config = CaptionRNNConfig
 
     def __init__(self, cfg: CaptionRNNConfig, vocab_size: int, padding_idx: int, in_channels: int = 3,
@@ -233,6 +235,8 @@ class TransformerCaptionState:
 class CaptionTransformer(nn.Module):
     """See `CaptionTransformerConfig`. Word embeddings are scaled by sqrt(dim) and summed with
     sinusoidal positions, as in the translation Transformer."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = CaptionTransformerConfig
 

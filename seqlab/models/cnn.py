@@ -19,7 +19,7 @@ from torch import nn
 from seqlab.errors import ConfigError
 from seqlab.models.embedding import WordEmbedding
 from seqlab.nn import NgramConv1d, padding_mask
-from seqlab.options import Dropout, Positive, PositiveInts
+from seqlab.options import DENSE_SPACE, Dropout, Positive, PositiveInts
 
 
 @dataclass
@@ -38,6 +38,8 @@ class CNNConfig:
 
 class CNNClassifier(nn.Module):
     """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = CNNConfig
     inputs: ClassVar[str] = "padded"

@@ -11,13 +11,14 @@ so an 8x8 digit through two 3x3 blocks with padding 1 and 2x2 pooling is 2x2 bef
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn import ConvBlock2d
-from seqlab.options import Dropout, NonNegativeInts, Positive, PositiveInts
+from seqlab.options import DENSE_SPACE, Dropout, NonNegativeInts, Positive, PositiveInts
 
 
 @dataclass
@@ -45,6 +46,8 @@ class ConvNetConfig:
 
 class ConvNet(nn.Module):
     """Conv blocks, then a multi-layer perceptron on the flattened feature maps."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = ConvNetConfig
 

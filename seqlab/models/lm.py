@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from seqlab.nn import (
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
-from seqlab.options import Dropout, Positive, PositiveFloat
+from seqlab.options import DENSE_SPACE, Dropout, Positive, PositiveFloat
 
 
 @dataclass
@@ -56,6 +56,8 @@ class RNNLMConfig:
 
 class RNNLM(nn.Module):
     """Embedding -> RNN/LSTM/GRU (stateful, layers) -> linear over the vocabulary."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = RNNLMConfig
     max_len = None  # a recurrence reads any length
@@ -105,6 +107,8 @@ class TransformerLMConfig:
 
 class TransformerLM(nn.Module):
     """Token embedding + positions -> causal decoder-only Transformer blocks -> linear over the vocabulary."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = TransformerLMConfig
 

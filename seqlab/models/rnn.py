@@ -22,7 +22,7 @@ from torch import nn
 
 from seqlab.models.embedding import WordEmbedding
 from seqlab.nn import AttentionPooling, RNNEncoder, padding_mask, pool_sequence
-from seqlab.options import Dropout, Positive
+from seqlab.options import DENSE_SPACE, Dropout, Positive
 
 ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "tanh": torch.tanh}
 
@@ -45,6 +45,8 @@ class RNNConfig:
 class RNNClassifier(nn.Module):
     """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`; with `return_attention=True` (pooling
     `attention` only) `(logits, weights: (B, T))`, the weights summing to 1 over each text's tokens."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = RNNConfig
     inputs: ClassVar[str] = "padded"

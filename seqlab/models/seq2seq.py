@@ -18,7 +18,7 @@ lecture's "what does the network seem to be focusing on?". Every attention comes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ from seqlab.nn import (
     TransformerEncoder,
     padding_mask,
 )
-from seqlab.options import Dropout, Positive
+from seqlab.options import DENSE_SPACE, Dropout, Positive
 
 
 def _embeddings(
@@ -84,6 +84,8 @@ class RNNDecoderState:
 class RNNSeq2Seq(nn.Module):
     """See `RNNSeq2SeqConfig`. Decoding runs one target position at a time (the recurrence and input
     feeding need it), in training too; the output projection then runs once over all positions."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = RNNSeq2SeqConfig
 
@@ -197,6 +199,8 @@ class TransformerDecoderState:
 class TransformerSeq2Seq(nn.Module):
     """See `TransformerSeq2SeqConfig`. Embeddings are scaled by sqrt(dim) (initialised with std
     dim^-1/2, so they enter with unit variance) and summed with sinusoidal positions."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = TransformerSeq2SeqConfig
 

@@ -20,7 +20,7 @@ CNN reads padding as zeros, the Transformer masks it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn import CharCNN, RNNEncoder, SinusoidalPositionalEncoding, TransformerEncoder, padding_mask
-from seqlab.options import Dropout, Positive
+from seqlab.options import DENSE_SPACE, Dropout, Positive
 
 
 @dataclass
@@ -76,6 +76,8 @@ class Tagger(nn.Module):
     A registered tagger is this class with its `Config` and its `Encoder`: a module built as
     `Encoder(feature_dim, cfg)` with `forward(x (B, T, feature_dim), lengths (B,)) -> (B, T, output_dim)`,
     in which padded positions never affect real ones."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config: type = TaggerConfig
     Encoder: type

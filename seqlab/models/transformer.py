@@ -27,7 +27,7 @@ from seqlab.nn import (
     padding_mask,
     pool_sequence,
 )
-from seqlab.options import Dropout, Positive
+from seqlab.options import DENSE_SPACE, Dropout, Positive
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TransformerConfig:
 class TransformerClassifier(nn.Module):
     """`forward(tokens: (B, T), lengths: (B,)) -> logits: (B, C)`; with `return_attention=True` (pooling
     `cls` or `attention`) `(logits, weights: (B, T))`, the weights summing to 1 over each text's tokens."""
+
+    space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
     Config = TransformerConfig
     inputs: ClassVar[str] = "padded"

@@ -86,6 +86,7 @@ class Task:
         self.model_cls = MODELS[self.name][cfg.model]
         self.splits: dict[str, Any] = {}
         self.counts: dict[str, Any] = {}
+        self.read_test = True  # False: the test split is not read (a `seqlab tune` trial is scored on valid)
         fmt = cfg.data.format
         if fmt != "auto" and fmt not in self.formats:
             raise ConfigError(f"data.format must be one of auto, {', '.join(self.formats)} for task {self.name}, "
@@ -96,8 +97,10 @@ class Task:
         """What each split is read from: the data.* files, else the named dataset's (`dataset_sources`)."""
         d = self.cfg.data
         if d.train or d.valid or d.test:
-            return {s: getattr(d, s) for s in SPLITS if getattr(d, s)}
-        return self.dataset_sources(get_dataset(self.cfg.dataset or self.default_dataset))
+            found = {s: getattr(d, s) for s in SPLITS if getattr(d, s)}
+        else:
+            found = self.dataset_sources(get_dataset(self.cfg.dataset or self.default_dataset))
+        return found if self.read_test else {s: v for s, v in found.items() if s != "test"}
 
     def dataset_sources(self, spec: DatasetSpec) -> dict[str, Any]:
         """The files of a named dataset's splits; a ConfigError for a dataset of another task's format."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from seqlab.errors import ConfigError
 from seqlab.options import NonNegative, NonNegativeFloat, Positive, PositiveFloat
@@ -17,6 +17,8 @@ class TrainConfig:
     batch_size: Positive = 16  # examples per optimiser step
     eval_batch_size: Positive = 256  # examples per forward pass in evaluation and prediction
     max_steps: Positive | None = None  # stop after this many optimiser steps (None: run all epochs)
+    max_seconds: PositiveFloat | None = None  # stop training after this many seconds (None: no limit); the
+    # epoch it cuts is evaluated, the best weights kept (`seqlab tune` gives each trial what its budget has left)
     optimizer: Literal["sgd", "adam", "adamw", "adagrad"] = "sgd"  # sgd: the lecture's; adagrad: row-wise if sparse
     lr: PositiveFloat = 4.0  # learning rate (the peak, with a schedule)
     momentum: NonNegativeFloat = 0.0  # sgd
@@ -39,6 +41,11 @@ class TrainConfig:
     log_every: Positive = 50  # steps between train lines in metrics.jsonl
     bucket: bool = True  # padded models: batches of similar length (less padding)
     compile: bool = False  # torch.compile the model for training steps (needs a C compiler on the CPU)
+
+    # `seqlab tune`'s search space over these keys (a preset narrows or extends it under `tune:`): `times` is a
+    # range around the preset's value (log scale; an integer key stays an integer); see seqlab.tune
+    space: ClassVar[dict] = {"train.lr": {"times": [0.1, 10]}, "train.epochs": {"times": [0.5, 3]},
+                             "train.batch_size": {"times": [0.25, 4]}}
 
     def validate(self) -> None:
         if self.betas is not None and len(self.betas) != 2:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from seqlab.errors import CheckpointError, Interrupted, TrainingError
+from seqlab.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
@@ -153,8 +153,13 @@ class Trainer:
         precision: str = "fp32",
         log: Callable[[str], None] | None = print,
         progress: bool = True,
+        on_valid: Callable[[int, dict[str, float]], None] | None = None,
+        test: bool = True,
     ):
+        """`on_valid(evaluation, metrics)` is called after each valid evaluation, numbered from 1 (it may raise to
+        stop the run: `seqlab tune` prunes a trial so); `test=False` leaves the test split unevaluated."""
         self.task, self.model, self.cfg = task, model, cfg
+        self.on_valid, self.test = on_valid, test
         self.rank, self.world = D.rank(), D.world_size()
         self.main = self.rank == 0
         self.train_model = D.wrap(torch.compile(model) if cfg.compile else model, device)  # what steps run
@@ -180,6 +185,8 @@ class Trainer:
         self.skipped_steps = 0
         self.finished = False
         self.schedule: Schedule | None = None
+        self.evaluations = 0  # valid evaluations of this process
+        self.started = time.perf_counter()  # train.max_seconds counts from here
 
     # ----------------------------------------------------------------- state
     def state_dict(self, rngs: list[dict] | None = None) -> dict:
@@ -313,12 +320,18 @@ class Trainer:
         return D.broadcast_object(metrics)
 
     def _after_valid(self, valid: dict[str, float]) -> None:
+        if self.metric not in valid:
+            raise ConfigError(f"train.metric {self.metric!r} is not a valid metric of this task (it reports "
+                              f"{', '.join(valid)})")
         value = valid[self.metric]
         if _better(self.metric, value, self.best):
             self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
             self._save_weights()
         else:
             self.bad_epochs += 1
+        self.evaluations += 1
+        if self.on_valid is not None:
+            self.on_valid(self.evaluations, valid)
 
     # ----------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
@@ -387,7 +400,7 @@ class Trainer:
                 valid = self.evaluate("valid")
                 self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
                 self._after_valid(valid)
-            if cfg.max_steps and self.global_step >= cfg.max_steps:
+            if (cfg.max_steps and self.global_step >= cfg.max_steps) or self._out_of_time():
                 break
             (stop_now,) = D.any_rank(self.stop_signal is not None)  # a signal to one rank stops them all
             if (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0) or stop_now:
@@ -405,11 +418,18 @@ class Trainer:
         self.epoch_time += time.perf_counter() - t0
         self._end_epoch(has_valid)
 
+    def _out_of_time(self) -> bool:
+        """`train.max_seconds` have passed since this process started training (every rank agrees)."""
+        if self.cfg.max_seconds is None:
+            return False
+        (late,) = D.any_rank(time.perf_counter() - self.started >= self.cfg.max_seconds)
+        return late
+
     def _done(self) -> bool:
-        """All epochs run, `max_steps` reached, or no improvement for `early_stopping` epochs."""
+        """All epochs run, `max_steps` or `max_seconds` reached, or no improvement for `early_stopping` epochs."""
         c = self.cfg
         return (self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
-                or bool(c.early_stopping and self.bad_epochs >= c.early_stopping))
+                or bool(c.early_stopping and self.bad_epochs >= c.early_stopping) or self._out_of_time())
 
     def _end_epoch(self, has_valid: bool) -> None:
         sums = D.all_reduce_sums(self.epoch_sums)
@@ -447,7 +467,7 @@ class Trainer:
             self.model.eval()
             with torch.no_grad(), autocast(self.device, self.precision):
                 self.task.before_test(self.model)  # e.g. thresholds tuned on valid with the kept weights
-        if self.task.has_split("test"):
+        if self.test and self.task.has_split("test"):
             test = self.evaluate("test")
             result["test"] = test
             self.metrics.write({"split": "test", "epoch": self.epoch, "step": self.global_step, **test})
