@@ -28,7 +28,7 @@ from seqlab.tasks.base import Predictor
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
-from seqlab.train.trainer import Trainer
+from seqlab.train.trainer import Trainer, summary_writer
 
 # keys that may change when a run is resumed (training longer); everything else must stay as it was
 RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.max_seconds", "train.early_stopping", "threads", "device"}
@@ -164,6 +164,8 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
     model = task.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {cfg.model} ({n_params:,} parameters) on {device}, precision {cfg.precision}")
+    if cfg.train.tensorboard:
+        summary_writer()  # a missing package is one line now, before the run directory exists
     if resume is None and main:
         run_dir = Path(out) if out is not None else _default_out(cfg)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -272,11 +274,11 @@ def evaluate(run_dir: str | os.PathLike, data: str | None = None, split: str = "
 
 
 def quantize(run_dir: str | os.PathLike, out: str | os.PathLike, cutoff: int | None = None, dsub: int = 2,
-             log=None) -> dict:
+             log=None, test: bool = True) -> dict:
     """Write a compressed copy of a run (`seqlab quantize`, as `fasttext quantize`): the embedding rows of largest
     norm kept (`cutoff`), the embedding product-quantized (`dsub` numbers per byte code). `out` is a run
     directory that evaluate, predict, serve, export and report take. Returns its sizes and test metrics before
-    and after (also in OUT/quantize.json)."""
+    and after (also in OUT/quantize.json; `test=False`: no test metrics, for `seqlab tune --max-size`)."""
     from safetensors.torch import save_file
 
     if cutoff is not None and cutoff < 1:
@@ -312,7 +314,8 @@ def quantize(run_dir: str | os.PathLike, out: str | os.PathLike, cutoff: int | N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     try:
-        facts["test_before"], facts["test_after"] = evaluate(run, log=log), evaluate(out, log=log)
+        if test:
+            facts["test_before"], facts["test_after"] = evaluate(run, log=log), evaluate(out, log=log)
     except ConfigError:  # no test split (or its data is not here)
         pass
     atomic_write_text(out / "quantize.json", json.dumps(facts, indent=1))

@@ -73,11 +73,12 @@ def _preset_and_overrides(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    from seqlab.tuning import parse_budget, tune
+    from seqlab.tuning import parse_budget, parse_size, tune
 
     preset, overrides = _preset_and_overrides(a.args)
     tune(preset, overrides, out=a.out, budget=None if a.budget is None else parse_budget(a.budget),
-         trials=a.trials, metric=a.metric, workers=a.workers, storage=a.storage, seed=a.seed, quiet=a.quiet)
+         trials=a.trials, metric=a.metric, workers=a.workers, storage=a.storage, seed=a.seed, quiet=a.quiet,
+         max_size=None if a.max_size is None else parse_size(a.max_size))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -315,6 +316,8 @@ def _tune_arguments(t: argparse.ArgumentParser) -> None:
                                                     "(default sqlite:///OUT/study.db)")
     t.add_argument("--out", help="the tuning folder: trials/N, best, best.yaml, report.md (default "
                                  "runs/tune-<data>-<model>); the same --out continues its study")
+    t.add_argument("--max-size", help="bag models: a trial's model and vocabulary larger than this (2M, 500K) is "
+                                      "quantized to fit and scored so (like fastText's -autotune-modelsize)")
     t.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     t.add_argument("--quiet", action="store_true", help="no line per trial")
 

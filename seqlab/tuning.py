@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tqdm import tqdm
+
 from seqlab.config import _suggest, find_preset, load_yaml, make_config, parse_value
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import ConfigError, SeqlabError
@@ -206,6 +208,33 @@ def parse_budget(text: str) -> float:
     return seconds
 
 
+def parse_size(text: str) -> int:
+    """'2M', '500K', '1.5G' or a number of bytes -> bytes (> 0), as fastText's -autotune-modelsize."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMG]?)B?\s*", str(text), flags=re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"--max-size must be a size such as 2M, 500K or 1G, got {text!r}")
+    return int(float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[m.group(2).upper()])
+
+
+def fit_size(run_dir: Path, out: Path, max_size: int, metric: str) -> dict:
+    """A quantized copy of the bag run `run_dir` at `out` whose model and vocabulary take at most `max_size`
+    bytes: product-quantized (2 numbers a byte, or 1 for an odd dimension), then the rows of least norm pruned
+    until it fits. Returns {"run", "valid" (its `metric`), "bytes", "cutoff" (None: no row pruned), "dsub"}."""
+    from seqlab import api
+
+    dsub = 2 if api.read_run_config(run_dir).model_options.dim % 2 == 0 else 1
+    cutoff = None
+    for _ in range(6):
+        shutil.rmtree(out, ignore_errors=True)
+        q = api.quantize(run_dir, out, cutoff=cutoff, dsub=dsub, test=False)
+        if q["bytes_after"] <= max_size:
+            return {"run": str(out), "valid": api.evaluate(out, split="valid")[metric], "bytes": q["bytes_after"],
+                    "cutoff": cutoff, "dsub": dsub}
+        cutoff = max(1, int(q["rows"] * max_size / q["bytes_after"] * 0.9))
+    raise ConfigError(f"cannot quantize {run_dir} to {max_size:,} bytes (it stays {q['bytes_after']:,}): its "
+                      "vocabulary alone is larger; give a larger --max-size")
+
+
 # ---------------------------------------------------------------------------------------------- the study
 @dataclass
 class Study:
@@ -223,6 +252,7 @@ class Study:
     seed: int
     started: float  # time.time() when the command started
     quiet: bool
+    max_size: int | None = None  # bytes: larger bag models are quantized to fit, and scored so
 
     @property
     def name(self) -> str:
@@ -333,67 +363,83 @@ def _work(s: Study, threads: int | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     keys = [p.key for p in s.params]
     overheads: list[float] = []  # seconds of each trial spent outside training (data, model, evaluation)
-    say = (lambda _m: None) if s.quiet else (lambda m: print(m, flush=True))
-    while True:
-        study = s.load()
-        _fail_cut_trials(study)
-        finished = _finished(study)
-        if s.trials is not None and finished >= s.trials:
-            return
-        overrides = dict(s.overrides)
-        if threads is not None:
-            overrides.setdefault("threads", threads)
-        if s.budget is not None:
-            left = s.started + s.budget - time.time()
-            train_seconds = left - (max(overheads) if overheads else 0.0)
-            if train_seconds < 1:
+    by_time = s.budget is not None
+    bar = tqdm(total=int(s.budget) if by_time else s.trials, unit="s" if by_time else "trial", desc="tune",
+               disable=s.quiet or not sys.stderr.isatty(), leave=False,
+               bar_format="{desc} {bar} {n_fmt}/{total_fmt} {unit}, {remaining} left")
+    say = (lambda _m: None) if s.quiet else (lambda m: bar.write(m) if not bar.disable else print(m, flush=True))
+    with bar:
+        while True:
+            study = s.load()
+            _fail_cut_trials(study)
+            finished = _finished(study)
+            bar.update((min(time.time() - s.started, s.budget) if by_time else finished) - bar.n)
+            if s.trials is not None and finished >= s.trials:
                 return
-            overrides["train.max_seconds"] = round(train_seconds, 1)
-        study = s.load(sampler_seed=s.seed + finished)  # the draw depends on the finished trials only
-        trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        params = {p.key: p.suggest(trial) for p in s.params}
-        run_dir = s.out / "trials" / str(trial.number)
-        shown = "  ".join(f"{_short(k, keys)} {_fmt(v)}" for k, v in params.items())
-        last: dict[str, float] = {}
+            overrides = dict(s.overrides)
+            if threads is not None:
+                overrides.setdefault("threads", threads)
+            if s.budget is not None:
+                left = s.started + s.budget - time.time()
+                train_seconds = left - (max(overheads) if overheads else 0.0)
+                if train_seconds < 1:
+                    return
+                overrides["train.max_seconds"] = round(train_seconds, 1)
+            study = s.load(sampler_seed=s.seed + finished)  # the draw depends on the finished trials only
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            params = {p.key: p.suggest(trial) for p in s.params}
+            run_dir = s.out / "trials" / str(trial.number)
+            shown = "  ".join(f"{_short(k, keys)} {_fmt(v)}" for k, v in params.items())
+            last: dict[str, float] = {}
 
-        def report(n: int, valid: dict[str, float], trial=trial, last=last) -> None:
-            last.update(valid)
-            trial.report(valid[s.metric], n)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            def report(n: int, valid: dict[str, float], trial=trial, last=last) -> None:
+                last.update(valid)
+                trial.report(valid[s.metric], n)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
 
-        stop = threading.Event()
-        beat = threading.Thread(target=_heartbeat, args=(study._storage, trial._trial_id, stop), daemon=True)
-        beat.start()
-        t0 = time.time()
-        try:
-            api.train(s.preset, {**overrides, **params}, out=run_dir, quiet=True, log=None, on_valid=report,
-                      test=False)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            say(f"trial {trial.number}  {shown}  pruned at valid {s.metric} {_fmt(last.get(s.metric))}  "
-                f"{time.time() - t0:.1f} s")
-            continue
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        finally:
-            stop.set()
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a finished trial is never resumed
-        summary = json.loads((run_dir / "summary.json").read_text())
-        value = summary["results"].get("valid", {}).get(s.metric)
-        if value is None or not math.isfinite(value):
-            study.tell(trial, state=TrialState.FAIL)
-            raise ConfigError(f"trial {trial.number} reported no valid {s.metric}: the data has no valid split "
-                              f"(set data.valid= or data.valid_fraction)")
-        overheads.append(time.time() - t0 - summary.get("fit_seconds", 0.0))
-        study.tell(trial, value)
-        best = study.best_value
-        left = "" if s.budget is None else f"  {_clock(s.started + s.budget - time.time())} left"
-        say(f"trial {trial.number}  {shown}  valid {s.metric} {_fmt(value)}  (best {_fmt(best)})  "
-            f"{time.time() - t0:.1f} s{left}")
+            stop = threading.Event()
+            beat = threading.Thread(target=_heartbeat, args=(study._storage, trial._trial_id, stop), daemon=True)
+            beat.start()
+            t0 = time.time()
+            try:
+                api.train(s.preset, {**overrides, **params}, out=run_dir, quiet=True, log=None, on_valid=report,
+                          test=False)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                say(f"trial {trial.number}  {shown}  pruned at valid {s.metric} {_fmt(last.get(s.metric))}  "
+                    f"{time.time() - t0:.1f} s")
+                continue
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            finally:
+                stop.set()
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a finished trial is never resumed
+            summary = json.loads((run_dir / "summary.json").read_text())
+            value = summary["results"].get("valid", {}).get(s.metric)
+            if value is None or not math.isfinite(value):
+                study.tell(trial, state=TrialState.FAIL)
+                raise ConfigError(f"trial {trial.number} reported no valid {s.metric}: the data has no valid split "
+                                  f"(set data.valid= or data.valid_fraction)")
+            size = ""
+            if s.max_size is not None and _run_bytes(run_dir) > s.max_size:
+                q = fit_size(run_dir, run_dir.with_name(f"{trial.number}.q"), s.max_size, s.metric)
+                trial.set_user_attr("quantized", q)
+                value, size = q["valid"], f"  quantized to {q['bytes'] / 1e6:.2f} MB"
+            overheads.append(time.time() - t0 - summary.get("fit_seconds", 0.0))
+            study.tell(trial, value)
+            best = study.best_value
+            left = "" if s.budget is None else f"  {_clock(s.started + s.budget - time.time())} left"
+            say(f"trial {trial.number}  {shown}  valid {s.metric} {_fmt(value)}{size}  (best {_fmt(best)})  "
+                f"{time.time() - t0:.1f} s{left}")
+
+
+def _run_bytes(run_dir: Path) -> int:
+    """What a bag run weighs: its weights and its vocabulary (what `seqlab quantize` reports)."""
+    return sum(f.stat().st_size for f in (run_dir / "model.safetensors", run_dir / "vocab.json") if f.is_file())
 
 
 def _work_process(s: Study, threads: int | None) -> None:
@@ -409,14 +455,15 @@ def _work_process(s: Study, threads: int | None) -> None:
 def tune(preset: str | os.PathLike | None = None, overrides: dict | list | None = None,
          out: str | os.PathLike | None = None, budget: float | None = None, trials: int | None = None,
          metric: str | None = None, workers: int = 1, storage: str | None = None, seed: int = 0,
-         quiet: bool = False, log=print) -> dict:
+         quiet: bool = False, log=print, max_size: int | None = None) -> dict:
     """Tune `preset` within `budget` seconds and/or until `trials` trials finished; returns result.json's dict
-    (see the module docstring)."""
+    (see the module docstring). `max_size` (bytes, bag models): a trial whose model and vocabulary are larger is
+    quantized to fit, and scored quantized (fastText's -autotune-modelsize)."""
     with _optuna_quiet():
-        return _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed, quiet, log)
+        return _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed, quiet, log, max_size)
 
 
-def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed, quiet, log) -> dict:
+def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed, quiet, log, max_size) -> dict:
     from seqlab.tasks import TASKS
     from seqlab.train.trainer import LOWER_IS_BETTER
 
@@ -428,6 +475,8 @@ def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if max_size is not None and max_size < 1:
+        raise ConfigError(f"--max-size must be positive, got {max_size}")
     say = (lambda _m: None) if quiet or log is None else log
     started = time.time()
     overrides = as_dict(overrides)
@@ -435,6 +484,8 @@ def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed
         overrides["train.metric"] = metric
     cfg = make_config(preset, overrides)
     params = search_space(preset, overrides)
+    if max_size is not None and cfg.model != "bag":
+        raise ConfigError(f"--max-size quantizes bag-of-n-grams models; this preset trains model={cfg.model}")
     metric = cfg.train.metric or TASKS[cfg.task].default_metric
     stem = cfg.dataset or (Path(cfg.data.train).name.split(".")[0] if cfg.data.train else "sample")
     out = Path(out) if out is not None else Path("runs") / f"tune-{stem}-{cfg.model}"
@@ -444,10 +495,10 @@ def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed
         raise ConfigError(f"cannot create the tuning folder ({e.strerror})", path=out) from None
     s = Study(str(preset) if preset is not None else None, overrides, params, out,
               storage or f"sqlite:///{(out / 'study.db').resolve()}", metric,
-              "minimize" if metric in LOWER_IS_BETTER else "maximize", budget, trials, seed, started, quiet)
+              "minimize" if metric in LOWER_IS_BETTER else "maximize", budget, trials, seed, started, quiet, max_size)
     study = s.load()
     what = {"preset": s.preset, "overrides": {k: v for k, v in overrides.items()}, "metric": metric,
-            "space": [p.describe() for p in params]}
+            "space": [p.describe() for p in params], "max_size": max_size}
     before = study.user_attrs.get("what")
     if before is None:
         study.set_user_attr("what", json.loads(json.dumps(what, default=str)))
@@ -493,20 +544,24 @@ def finish(s: Study, say) -> dict:
     if not complete:
         raise ConfigError("no trial finished within the budget: give a larger --budget")
     best = study.best_trial
-    best_dir = s.out / "trials" / str(best.number)
+    quantized = best.user_attrs.get("quantized")
+    best_dir = Path(quantized["run"]) if quantized else s.out / "trials" / str(best.number)
     link = s.out / "best"
     if link.is_symlink() or link.is_file():
         link.unlink()
     elif link.is_dir():
         shutil.rmtree(link)
     try:
-        link.symlink_to(Path("trials") / str(best.number), target_is_directory=True)
+        link.symlink_to(Path("trials") / best_dir.name, target_is_directory=True)
     except OSError:  # no symbolic links here: a copy
         shutil.copytree(best_dir, link)
     tree = load_yaml(best_dir / "config.yaml")
     tree.setdefault("train", {})["max_seconds"] = None  # the budget's share, not a choice of the search
-    atomic_write_text(s.out / "best.yaml", f"# seqlab tune: trial {best.number} of {s.name}, valid {s.metric} "
-                      f"{best.value:.6g}\n" + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
+    head = f"# seqlab tune: trial {best.number} of {s.name}, valid {s.metric} {best.value:.6g}\n"
+    if quantized:
+        head += (f"# scored quantized to fit --max-size: seqlab quantize RUN --out RUN_Q --dsub {quantized['dsub']}"
+                 + (f" --cutoff {quantized['cutoff']}" if quantized["cutoff"] else "") + "\n")
+    atomic_write_text(s.out / "best.yaml", head + yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
     test = None
     try:
         test = api.evaluate(best_dir)
@@ -517,7 +572,8 @@ def finish(s: Study, say) -> dict:
     result = {"study": s.name, "storage": s.storage, "metric": s.metric, "direction": s.direction,
               "best_trial": best.number, "best_params": best.params, "valid": best.value,
               "test": {k: v for k, v in (test or {}).items() if isinstance(v, (int, float))} or None,
-              "trials": counts, "seconds": time.time() - s.started, "budget_seconds": s.budget}
+              "trials": counts, "seconds": time.time() - s.started, "budget_seconds": s.budget,
+              "best_run": str(best_dir), "best_bytes": _run_bytes(best_dir), "max_size": s.max_size}
     plots = _plots(study, s.out)
     _write_report(s, study, result, plots)
     atomic_write_text(s.out / "result.json", json.dumps(result, indent=1, default=str))

@@ -23,7 +23,7 @@ from seqlab.cli import main  # noqa: E402
 from seqlab.config import make_config  # noqa: E402
 from seqlab.data import read  # noqa: E402
 from seqlab.errors import ConfigError  # noqa: E402
-from seqlab.tuning import Param, parse_budget, parse_param, search_space  # noqa: E402
+from seqlab.tuning import Param, parse_budget, parse_param, parse_size, search_space  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "seqlab" / "data" / "sample"
@@ -112,6 +112,14 @@ def test_a_budget_is_a_duration():
     for bad in ("0", "0s", "-5m", "ten minutes", "5d", ""):
         with pytest.raises(ConfigError, match="--budget"):
             parse_budget(bad)
+
+
+def test_a_size_is_bytes():
+    assert [parse_size(x) for x in ("2M", "500K", "1.5g", "1000", "3MB")] == [2_000_000, 500_000, 1_500_000_000,
+                                                                             1000, 3_000_000]
+    for bad in ("0", "2T", "big", "-1M"):
+        with pytest.raises(ConfigError, match="--max-size"):
+            parse_size(bad)
 
 
 # ---------------------------------------------------------------------------------------------- the trainer
@@ -237,6 +245,19 @@ def test_two_workers_share_one_study(tmp_path, news):
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
 
 
+def test_max_size_quantizes_the_trials_that_do_not_fit_and_scores_them_so(tmp_path, news):
+    out = tmp_path / "study"
+    result = seqlab.tune("sample/bag", {**news, "train.epochs": 2, "task.ngrams": 2, "model.dim": 32}, out=out,
+                         trials=2, quiet=True, max_size=150_000)
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{out / 'study.db'}")
+    for t in study.trials:
+        q = t.user_attrs["quantized"]  # the full runs (about 1 MB) do not fit: each trial was quantized
+        assert q["bytes"] <= 150_000 and q["cutoff"] is not None and t.value == q["valid"]
+        assert seqlab.evaluate(q["run"], split="valid")["accuracy"] == pytest.approx(q["valid"])
+    assert result["best_bytes"] <= 150_000 and (out / "best").resolve().name.endswith(".q")
+    assert "seqlab quantize RUN --out RUN_Q --dsub 2 --cutoff" in (out / "best.yaml").read_text()
+
+
 def test_a_folder_holding_another_study_is_refused(tmp_path, news, capsys):
     out = tmp_path / "study"
     assert main(["tune", "sample/bag", *overrides(news, **{"train.epochs": 1}), "--trials", "1", "--out", str(out),
@@ -256,6 +277,8 @@ def test_a_folder_holding_another_study_is_refused(tmp_path, news, capsys):
     (["--trials", "1", "--storage", "study.db"], "must be a database URL"),
     (["--trials", "1", "--metric", "bleu"], "train.metric 'bleu' is not a valid metric"),
     (["--trials", "1", "train.lrr=0.1"], "unknown key train.lrr; did you mean 'lr'"),
+    (["--trials", "1", "--max-size", "1M", "model=cnn"], "--max-size quantizes bag-of-n-grams models"),
+    (["--trials", "1", "--max-size", "huge"], "--max-size must be a size"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, news, capsys, extra, message):
     code = main(["tune", "sample/bag", *overrides(news, **{"train.epochs": 1}), "--out", str(tmp_path / "s"),

@@ -39,6 +39,7 @@ class TrainConfig:
     keep_checkpoints: Positive = 2  # checkpoints kept in RUN/checkpoints (the oldest are deleted)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient
     log_every: Positive = 50  # steps between train lines in metrics.jsonl
+    tensorboard: bool = False  # also write metrics.jsonl's figures as TensorBoard events in RUN/tensorboard
     bucket: bool = True  # padded models: batches of similar length (less padding)
     compile: bool = False  # torch.compile the model for training steps (needs a C compiler on the CPU)
 

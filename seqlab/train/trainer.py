@@ -67,17 +67,21 @@ class TrainTask(Protocol):
 
 
 class MetricsLog:
-    """`metrics.jsonl`: one JSON object per log step or evaluation, appended and flushed."""
+    """`metrics.jsonl`: one JSON object per log step or evaluation, appended and flushed. With `tensorboard` (a
+    folder: `train.tensorboard=true`), each record's numbers also go to TensorBoard event files there, as
+    `SPLIT/NAME` scalars at the record's step (torch's SummaryWriter; `tensorboard --logdir runs` shows them)."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, tensorboard: Path | None = None):
         self.path, self.enabled = path, enabled
         self.lines = 0
+        self.tensorboard, self.purge_step, self.writer = tensorboard if enabled else None, None, None
         if path.exists():
             with open(path, encoding="utf-8") as f:
                 self.lines = sum(1 for _ in f)
 
-    def truncate(self, lines: int) -> None:
-        """Drop lines written after the checkpoint a run resumes from."""
+    def truncate(self, lines: int, step: int | None = None) -> None:
+        """Drop lines written after the checkpoint a run resumes from (and TensorBoard's events from `step`)."""
+        self.purge_step = step
         if not self.enabled or not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as f:
@@ -92,6 +96,28 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.lines += 1
+        if self.tensorboard is not None:
+            if self.writer is None:
+                self.writer = summary_writer()(str(self.tensorboard), purge_step=self.purge_step, flush_secs=10)
+            for name, value in record.items():
+                if name not in ("split", "epoch", "step") and isinstance(value, (int, float)) and \
+                        not isinstance(value, bool):
+                    self.writer.add_scalar(f"{record['split']}/{name}", value, global_step=record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def summary_writer() -> type:
+    """torch's SummaryWriter, or a ConfigError when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install 'seqlab[tensorboard]')"
+                          ) from None
+    return SummaryWriter
 
 
 def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
@@ -170,7 +196,8 @@ class Trainer:
         self.metric = cfg.metric or task.default_metric
         self.optimizer = build_optimizer(model, cfg)
         self.scaler = grad_scaler(device, precision)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main,
+                                  tensorboard=self.run_dir / "tensorboard" if cfg.tensorboard else None)
         self.stop_signal: int | None = None
         self.last_checkpoint = time.perf_counter()
         # position and history (all of it goes into train_state.pt)
@@ -223,7 +250,7 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state["task"])
-        self.metrics.truncate(state["metrics_lines"])
+        self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
         set_rng_state(state["rng"][self.rank] if self.world > 1 else state["rng"])  # each rank its own
 
     def _check_weights(self) -> None:
@@ -358,14 +385,17 @@ class Trainer:
         has_valid = self.task.has_split("valid")
         old_handlers = self._install_signals()
         try:
-            while not self.finished:
-                plan = plan0 if self.epoch == 0 else D.shard_plan(self.task.epoch_plan(self.epoch), self.rank,
-                                                                  self.world)
-                self._run_epoch(plan, has_valid)
+            try:
+                while not self.finished:
+                    plan = plan0 if self.epoch == 0 else D.shard_plan(self.task.epoch_plan(self.epoch), self.rank,
+                                                                      self.world)
+                    self._run_epoch(plan, has_valid)
+            finally:
+                for s, h in old_handlers.items():
+                    signal.signal(s, h)
+            return self._final(has_valid)
         finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-        return self._final(has_valid)
+            self.metrics.close()  # TensorBoard's events of a run that stops early (pruned, interrupted) too
 
     def _run_epoch(self, plan: Sequence[Any], has_valid: bool) -> None:
         cfg = self.cfg
