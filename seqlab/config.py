@@ -382,18 +382,22 @@ def make_config(preset: str | os.PathLike | dict | None = None, overrides: dict 
     elif preset is not None:
         tree = load_yaml(find_preset(preset))
         tree.pop("tune", None)  # the preset's search space, for `seqlab tune` (seqlab.tune reads it)
-    items: list[tuple[str, Any]] = []
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    elif overrides:
-        for s in overrides:
-            if "=" not in s:
-                raise ConfigError(f"expected key=value, got {s!r}")
-            k, v = s.split("=", 1)
-            items.append((k.strip(), parse_value(v)))
-    for k, v in items:
+    for k, v in parse_overrides(overrides).items():
         apply_override(tree, k, v)
     return resolve(tree)
+
+
+def parse_overrides(overrides: dict | list | None) -> dict[str, Any]:
+    """`key=value` strings (as typed on the command line) or a mapping -> a mapping of dotted keys to values."""
+    if isinstance(overrides, dict) or not overrides:
+        return dict(overrides or {})
+    out = {}
+    for s in overrides:
+        if "=" not in s:
+            raise ConfigError(f"expected key=value, got {s!r}")
+        k, v = s.split("=", 1)
+        out[k.strip()] = parse_value(v)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- describing keys

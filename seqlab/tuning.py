@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from seqlab.config import _suggest, find_preset, load_yaml, make_config, parse_value
+from seqlab.config import _suggest, find_preset, load_yaml, make_config, parse_overrides
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import ConfigError, SeqlabError
 
@@ -143,19 +143,6 @@ def _keys(tree: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in tree.items():
         out += _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return out
-
-
-def as_dict(overrides: dict | list | None) -> dict[str, Any]:
-    """`key=value` strings (as typed on the command line) or a mapping -> a mapping of dotted keys to values."""
-    if isinstance(overrides, dict) or not overrides:
-        return dict(overrides or {})
-    out = {}
-    for s in overrides:
-        if "=" not in s:
-            raise ConfigError(f"expected key=value, got {s!r}")
-        k, v = s.split("=", 1)
-        out[k.strip()] = parse_value(v)
     return out
 
 
@@ -290,21 +277,13 @@ def _optuna_quiet():
         yield
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _fail_cut_trials(study) -> int:
     """Mark failed the running trials whose process is gone (this machine) or whose heartbeat stopped (any);
     returns how many."""
     import optuna
     from optuna.trial import TrialState
+
+    from seqlab.api import _alive
 
     def running() -> list:
         return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -479,7 +458,7 @@ def _tune(preset, overrides, out, budget, trials, metric, workers, storage, seed
         raise ConfigError(f"--max-size must be positive, got {max_size}")
     say = (lambda _m: None) if quiet or log is None else log
     started = time.time()
-    overrides = as_dict(overrides)
+    overrides = parse_overrides(overrides)
     if metric is not None:
         overrides["train.metric"] = metric
     cfg = make_config(preset, overrides)
