@@ -110,6 +110,40 @@ def test_two_ranks_equal_one_process_with_twice_the_batch_and_resume_under_ddp(t
         seqlab.train(resume=part, overrides={"train.epochs": 3}, quiet=True)
 
 
+def test_truncated_bptt_under_ddp_each_rank_carries_its_own_streams_and_equals_one_process(tmp_path):
+    """Sequential windows, 2 ranks of 2 streams each == one process over the 4 streams: the same losses and
+    weights, and a resume mid-epoch under DDP gives each rank back its own hidden state."""
+    from tests.test_task_lm import corpus, small_rnn
+
+    over = small_rnn(corpus(tmp_path, lines=90), **{"train.epochs": 2, "train.batch_size": 2,
+                                                    "train.checkpoint_every": 7, "train.log_every": 1,
+                                                    "train.keep_checkpoints": 40})
+    ddp = tmp_path / "ddp"
+    _spawn(2, over, out=ddp)
+    one = seqlab.train(None, {**over, "train.batch_size": 4}, out=tmp_path / "one", quiet=True)
+    assert [r["step"] for r in _records(ddp, "train")] == [r["step"] for r in _records(one, "train")]
+    for a, b in zip(_records(ddp, "train_epoch"), _records(one, "train_epoch"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    w2, w1 = _last_weights(ddp), _last_weights(one)
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+
+    part = tmp_path / "part"  # resumed from step 7, mid-epoch 1, where each rank carries its own state
+    part.mkdir()
+    for f in ("config.yaml", "tokenizer.json", "model.safetensors"):
+        shutil.copy(ddp / f, part / f)
+    mid = next(c for c in checkpoint_dirs(ddp) if c.name == "step-000000007")
+    state = torch.load(mid / "train_state.pt", weights_only=True)
+    h0, h1 = (s["hidden"][0] for s in state["task"])
+    assert h0.shape == h1.shape and h0.size(1) == 2 and not torch.equal(h0, h1)  # (layers, 2 streams, hidden)
+    shutil.copytree(mid, part / "checkpoints" / mid.name)
+    lines = int(state["metrics_lines"])
+    (part / "metrics.jsonl").write_text("".join((ddp / "metrics.jsonl").read_text().splitlines(True)[:lines]))
+    _spawn(2, resume=part)
+    wr = _last_weights(part)
+    assert all(torch.equal(wr[k], v) for k, v in w2.items())
+
+
 # ---------------------------------------------------------------- device and speed options
 
 

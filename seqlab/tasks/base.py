@@ -41,6 +41,7 @@ from seqlab.data.readers import detect_format
 from seqlab.errors import CheckpointError, ConfigError, DataError, SeqlabError
 from seqlab.models import MODELS
 from seqlab.options import Range
+from seqlab.train import distributed as D
 
 SPLITS = ("train", "valid", "test")
 
@@ -224,6 +225,12 @@ class Task:
         bs, seed = self.cfg.train.batch_size, self.cfg.seed * 1_000_003 + epoch
         lengths = self.lengths(train) if self.cfg.train.bucket else None
         return bucketed_batches(lengths, bs, seed) if lengths is not None else shuffled_batches(len(train), bs, seed)
+
+    def shard_plan(self, plan: Sequence[Any], rank: int, world: int) -> list[tuple[Any, float]]:
+        """Rank `rank`'s (batch, loss weight) pairs of an epoch's plan under DDP (the whole plan, weight 1, in one
+        process): every world-th batch (`seqlab.train.distributed.shard_plan`). A task whose batches depend on
+        the previous one (truncated BPTT) shards each batch instead."""
+        return D.shard_plan(plan, rank, world)
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each epoch's first step (a stateful task resets its state)."""

@@ -50,6 +50,7 @@ from seqlab.options import NonNegative, Positive, Range
 from seqlab.tasks.base import Inputs, Option, Predictor, Task
 from seqlab.tasks.generate import generate_ids
 from seqlab.tasks.sequence import perplexity
+from seqlab.train import distributed as D
 
 ARTIFACT = "tokenizer.json"
 IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
@@ -162,7 +163,8 @@ class LMTask(Task):
             self.splits["train"], self.splits["valid"] = (
                 torch.from_numpy(part) for part in split_corpus(self.splits["train"].numpy(),
                                                                 self.cfg.data.valid_fraction))
-        self.streams = batchify(self.splits["train"], self.cfg.train.batch_size)
+        # train.batch_size streams per process: under DDP each rank owns its own (see `shard_plan`)
+        self.streams = batchify(self.splits["train"], self.cfg.train.batch_size * D.world_size())
         self.counts.update({f"{k}_examples": len(v) for k, v in self.splits.items()})  # tokens
         unk = self.tokenizer.unk_id
         self.counts.update(vocab_size=self.tokenizer.vocab_size, tokenizer=self.tokenizer.kind,
@@ -195,6 +197,16 @@ class LMTask(Task):
             base = (self.cfg.seed * 1_000_003 + epoch) * 1_000_003
             return [base + i for i in range(self.opt.steps_per_epoch)]
         return list(bptt_windows(self.streams, self.opt.bptt))
+
+    def shard_plan(self, plan: list, rank: int, world: int) -> list[tuple[Any, float]]:
+        """Sequential: every rank takes every window, cut to its own train.batch_size streams, so that it carries
+        its own hidden state from one window to the next, and one step of `world` ranks is one step of one
+        process over all the streams (same gradient, as the ranks' shares are equal). Random windows: every
+        world-th step, as for every task."""
+        if self.opt.steps_per_epoch:
+            return super().shard_plan(plan, rank, world)
+        b = self.cfg.train.batch_size
+        return [((x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]), 1.0) for x, y in plan]
 
     def start_epoch(self, epoch: int) -> None:
         """A new epoch starts from the zero state; a run resumed mid-epoch keeps the state it saved."""

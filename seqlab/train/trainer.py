@@ -47,6 +47,8 @@ class TrainTask(Protocol):
 
     def epoch_plan(self, epoch: int) -> Sequence[Any]: ...  # batch descriptors for one epoch
 
+    def shard_plan(self, plan: Sequence[Any], rank: int, world: int) -> list[tuple[Any, float]]: ...  # DDP share
+
     def make_batch(self, item: Any) -> Any: ...  # a batch on the task's device
 
     def start_epoch(self, epoch: int) -> None: ...
@@ -216,7 +218,7 @@ class Trainer:
         self.started = time.perf_counter()  # train.max_seconds counts from here
 
     # ----------------------------------------------------------------- state
-    def state_dict(self, rngs: list[dict] | None = None) -> dict:
+    def state_dict(self, rngs: list[dict] | None = None, tasks: list[dict] | None = None) -> dict:
         """Everything to resume; `rngs`: the RNG states of all ranks (rank order) when distributed."""
         return {
             "epoch": self.epoch,
@@ -233,7 +235,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs if rngs is not None and self.world > 1 else rng_state(),
-            "task": self.task.state_dict(),
+            "task": tasks if tasks is not None and self.world > 1 else self.task.state_dict(),
             "metrics_lines": self.metrics.lines,
             "world_size": self.world,
         }
@@ -249,7 +251,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
-        self.task.load_state_dict(state["task"])
+        task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
+        self.task.load_state_dict(task[self.rank] if isinstance(task, list) else task)
         self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
         set_rng_state(state["rng"][self.rank] if self.world > 1 else state["rng"])  # each rank its own
 
@@ -274,8 +277,9 @@ class Trainer:
         total = D.all_reduce_sums(self.epoch_sums)
         self.epoch_sums = total if self.main else {}
         rngs = D.all_gather_object(rng_state())  # dropout streams differ by rank once batch sizes do
+        tasks = D.all_gather_object(self.task.state_dict())  # each rank's own (truncated BPTT's hidden state)
         if self.main:
-            save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(rngs),
+            save_checkpoint(self.run_dir, self.global_step, self.model, self.state_dict(rngs, tasks),
                             self.cfg.keep_checkpoints)
         self.last_checkpoint = time.perf_counter()
 
@@ -363,7 +367,7 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
         """Train (or resume) to the end; return {"valid": best valid metrics, "test": test metrics}."""
-        plan0 = D.shard_plan(self.task.epoch_plan(0), self.rank, self.world)
+        plan0 = self.task.shard_plan(self.task.epoch_plan(0), self.rank, self.world)
         steps_per_epoch = max(1, len(plan0))
         total = steps_per_epoch * self.cfg.epochs
         if self.cfg.max_steps:
@@ -387,8 +391,8 @@ class Trainer:
         try:
             try:
                 while not self.finished:
-                    plan = plan0 if self.epoch == 0 else D.shard_plan(self.task.epoch_plan(self.epoch), self.rank,
-                                                                      self.world)
+                    plan = plan0 if self.epoch == 0 else self.task.shard_plan(self.task.epoch_plan(self.epoch),
+                                                                              self.rank, self.world)
                     self._run_epoch(plan, has_valid)
             finally:
                 for s, h in old_handlers.items():
