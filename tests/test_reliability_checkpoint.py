@@ -222,10 +222,29 @@ def test_a_huge_learning_rate_stops_with_the_step_and_the_loss_named(data, tmp_p
 
 
 def test_adam_with_an_absurd_learning_rate_is_a_training_error_not_a_crash(data, tmp_path, capsys):
+    """Adam's first step moves each weight by about lr (torch's fused kernel keeps 1e38 finite, the for-loop one
+    overflowed): the weights or the next loss are non-finite, a one-line training error naming the step."""
     absurd = {"train.optimizer": "adam", "train.lr": "1.0e+38"}
     code, errors, _ = cli(["train", *argv({**data, **SETTINGS, **absurd}), "--out", str(tmp_path / "run"),
                            "--quiet"], capsys)
-    assert code == 2 and len(errors) == 1 and "the optimiser step overflowed at step 1" in errors[0]
+    assert code == 2 and len(errors) == 1
+    assert re.search(r"(the optimiser step overflowed|non-finite value in the loss) at step \d+", errors[0]), errors
+
+
+def test_adam_s_step_size_overflow_is_a_training_error_where_adam_is_not_fused(data, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Where torch's fused Adam is not used (MPS, ...), the for-loop Adam raises on a step size lr / (1 - beta1^t)
+    beyond float range: a one-line training error naming step 1."""
+
+    class ForLoopAdam(torch.optim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "fused": None})
+
+    monkeypatch.setattr(torch.optim, "Adam", ForLoopAdam)
+    absurd = {"train.optimizer": "adam", "train.lr": "1.0e+38"}
+    code, errors, _ = cli(["train", *argv({**data, **SETTINGS, **absurd}), "--out", str(tmp_path / "run"),
+                           "--quiet"], capsys)
+    assert code == 2 and len(errors) == 1 and "the optimiser step overflowed at step 1" in errors[0], errors
 
 
 def test_an_inf_loss_stops_and_leaves_the_last_good_checkpoint_untouched(data, tmp_path, capsys, monkeypatch):

@@ -174,7 +174,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     opts = []
     if dense:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        opts.append(cls(dense, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay))
+        # torch's fused kernel (one pass over all tensors) on CPU and CUDA: 6% of a step of the 4 x 128 decoder
+        # here (bench/bench_nanogpt.py); elsewhere the default implementation
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in dense)
+        opts.append(cls(dense, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused or None))
     if sparse:
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr, betas=betas))
     return Optimizers(opts)
