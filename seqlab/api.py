@@ -212,8 +212,8 @@ def _show(name: str, v: float) -> str:
 def _write_summary(run_dir: Path, results: dict, wall: float, fit_seconds: float, n_params: int, task,
                    skipped: int) -> None:
     summary = {"results": results, "wall_seconds": wall, "fit_seconds": fit_seconds, "parameters": n_params,
-               "counts": task.counts,
-               "skipped_steps": skipped, "torch": torch.__version__, "threads": torch.get_num_threads()}
+               "counts": task.counts, "skipped_steps": skipped, "torch": torch.__version__,
+               "threads": torch.get_num_threads()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
 
 

@@ -381,7 +381,7 @@ def make_config(preset: str | os.PathLike | dict | None = None, overrides: dict 
             apply_override(tree, k, v)
     elif preset is not None:
         tree = load_yaml(find_preset(preset))
-        tree.pop("tune", None)  # the preset's search space, for `seqlab tune` (seqlab.tune reads it)
+        tree.pop("tune", None)  # the preset's search space, for `seqlab tune` (seqlab.tuning reads it)
     for k, v in parse_overrides(overrides).items():
         apply_override(tree, k, v)
     return resolve(tree)
