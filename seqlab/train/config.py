@@ -44,7 +44,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training steps (needs a C compiler on the CPU)
 
     # `seqlab tune`'s search space over these keys (a preset narrows or extends it under `tune:`): `times` is a
-    # range around the preset's value (log scale; an integer key stays an integer); see seqlab.tuning
+    # range around the preset's value (log scale; an integer key stays an integer); see seqlab.tuning.space
     space: ClassVar[dict] = {"train.lr": {"times": [0.1, 10]}, "train.epochs": {"times": [0.5, 3]},
                              "train.batch_size": {"times": [0.25, 4]}}
 
