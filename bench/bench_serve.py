@@ -270,18 +270,13 @@ def hostile(a: argparse.Namespace) -> None:
         finally:
             server.terminate()
             server.wait(30)
-    report["cpu"] = cpu_model()
+    from seqlab.report.card import hardware
+
+    report["cpu"] = hardware()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     out = a.out.with_name("serve_load.json") if a.out.name == "serve.json" else a.out
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def run_hostile(server: subprocess.Popen, port: int, images: dict[str, bytes], sentences: list[str],
