@@ -135,7 +135,8 @@ def test_zip_member_like_glue_sst2(env, tmp_path, monkeypatch):
 
 def make_imdb_tar(path: Path) -> None:
     reviews = {"train/pos/10_9": "Great.<br /><br />Really", "train/pos/2_7": "Nice ünïcode",
-               "train/neg/0_3": "Bad", "train/unsup/0_0": "ignored", "test/neg/5_1": "Awful"}
+               "train/neg/0_3": "Bad", "train/unsup/1_0": "Unlabeled two", "train/unsup/0_0": "Unlabeled",
+               "test/neg/5_1": "Awful"}
     with tarfile.open(path, "w:gz") as tar:
         for name, text in reviews.items():
             data = text.encode("utf-8")
@@ -161,6 +162,19 @@ def test_imdb_tarball_becomes_the_shared_jsonl_layout(env, tmp_path, monkeypatch
     assert [(e.text, e.label) for e in read(spec.test, spec.format, **spec.reader_options)] == [("Awful", "neg")]
 
 
+def test_imdb_unlabeled_reviews_become_the_shared_jsonl_layout(env, tmp_path, monkeypatch):
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    make_imdb_tar(archive)
+    recipe = ds.DATASETS["imdb_text"]
+    files = {rel: ds.ImdbJsonl(remote(archive, "md5"), member.split) for rel, member in recipe.files.items()}
+    monkeypatch.setitem(ds.DATASETS, "imdb_text", ds.Recipe(**{**recipe.__dict__, "files": files}))
+    spec = get_dataset("imdb_text", progress=False)
+    unsup, train = spec.train
+    rows = [json.loads(line) for line in gzip.decompress(unsup.read_bytes()).decode().splitlines()]
+    assert rows == [{"id": "0_0", "text": "Unlabeled"}, {"id": "1_0", "text": "Unlabeled two"}]  # by id, no label
+    assert [e.text for e in read(train, spec.format, **spec.reader_options, label_key=None)][-1] == "Bad"
+
+
 def test_corrupt_archive_is_a_data_error(env, tmp_path, monkeypatch):
     bogus = put(tmp_path / "SST-2.zip", b"not a zip")
     recipe = ds.DATASETS["sst2"]
@@ -177,6 +191,8 @@ def test_real_shared_data_resolves_locally(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("SEQLAB_DATA", str(shared_data))
     monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path))
     sst2 = get_dataset("sst2", download=False)
+    assert get_dataset("imdb_text", download=False).train == (shared_data / "imdb/imdb-unsup.jsonl.gz",
+                                                              shared_data / "imdb/imdb-train.jsonl.gz")
     assert (sst2.train, sst2.test) == (shared_data / "sst2/glue/train.tsv", shared_data / "sst2/glue/dev.tsv")
     assert get_dataset("trec", download=False).train == shared_data / "trec/train_5500.label"
     imdb = get_dataset("imdb", download=False)

@@ -217,3 +217,14 @@ def test_bad_options(kind, options, message):
 def test_no_training_text():
     with pytest.raises(DataError, match="no text"):
         TextTokenizer.train("word", ["   ", ""])
+
+
+def test_basic_english_kind_cuts_as_torchtext_basic_english():
+    from seqlab.data.tokenizers import basic_english
+
+    texts = ['He said "hi";:no<br />x', '"<br"<br />/>', "a  b\tc\n d", "it's (ok)!?", "Don't, STOP. (now)",
+             "x<br /><br />y", "3.5/10 -- meh...", "''quoted'' \"twice\""]
+    tk = TextTokenizer.train("basic_english", texts)
+    for text in texts:
+        assert [tk.id_to_token(i) for i in tk.encode(text)] == basic_english(text), text
+    assert tk.decode(tk.encode('He  said "HI"!')) == "he said hi !"

@@ -29,7 +29,7 @@ import numpy as np
 
 from seqlab.data.io import DEFAULT_MAX_LINE_CHARS, atomic_write_text, sha256_file
 from seqlab.data.lm import read_corpus_lines
-from seqlab.data.subword import TextTokenizer
+from seqlab.data.subword import WORD_KINDS, TextTokenizer
 from seqlab.errors import CheckpointError, DataError
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: hash a big file once
@@ -129,7 +129,7 @@ def cached_tokenizer(
             return TextTokenizer.load(target)
         except CheckpointError:
             pass  # unreadable: learn it again and overwrite
-    lines = read_corpus_lines(path, keep_newlines=kind != "word", encoding=encoding)
+    lines = read_corpus_lines(path, keep_newlines=kind not in WORD_KINDS, encoding=encoding)
     tokenizer = TextTokenizer.train(kind, lines, vocab_size, min_freq, lowercase=lowercase)
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(target)

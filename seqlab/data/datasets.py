@@ -170,6 +170,15 @@ DATASETS: dict[str, Recipe] = {
         train="imdb-train.jsonl.gz", valid=None, test="imdb-test.jsonl.gz", format="jsonl",
         reader_options={"text_key": "text", "label_key": "label"},
     ),
+    # IMDB's texts without their labels, for pretraining (task=lm, task=vectors): the 50,000 unlabeled reviews,
+    # then the 25,000 training reviews. Its language models exclude imdb:test (task.exclude; 270 unlabeled
+    # reviews repeat a test review).
+    "imdb_text": Recipe(
+        files={"imdb-unsup.jsonl.gz": ImdbJsonl(_IMDB_TAR, "unsup"),
+               "imdb-train.jsonl.gz": ImdbJsonl(_IMDB_TAR, "train")},
+        train=("imdb-unsup.jsonl.gz", "imdb-train.jsonl.gz"), valid=None, test=None, format="jsonl",
+        reader_options={"text_key": "text"}, folder="imdb",
+    ),
     # Universal Dependencies, CoNLL-U, read by the tag task (its task.column picks UPOS or XPOS). Pinned commits.
     "ud_english": Recipe(
         files={"lines/en_lines-ud-train.conllu": Remote(_LINES + "en_lines-ud-train.conllu", sha256=(
@@ -345,17 +354,20 @@ def _extract_zip_member(archive: Path, member: str, dest: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-_IMDB_MEMBER = re.compile(r"(?:.*/)?aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt")
+_IMDB_MEMBER = re.compile(r"(?:.*/)?aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt")
 
 
 def _imdb_to_jsonl(archive: Path, split: str, dest: Path) -> None:
-    """Pack the labelled reviews of one split of aclImdb_v1.tar.gz into `dest` (gzipped JSON lines)."""
+    """Pack the labelled reviews of one split of aclImdb_v1.tar.gz into `dest` (gzipped JSON lines); split
+    `unsup`: train/unsup's unlabeled reviews as `{"id": "<id>_0", "text": ...}`, by id."""
     reviews = []  # (label order, id, rating, label, text); pos first, as in $SEQLAB_DATA/imdb
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
                 m = _IMDB_MEMBER.fullmatch(member.name)
-                if not (member.isfile() and m and m.group(1) == split):
+                wanted = m and ((m.group(1), m.group(2)) == ("train", "unsup") if split == "unsup"
+                                else m.group(1) == split and m.group(2) != "unsup")
+                if not (member.isfile() and wanted):
                     continue
                 data = tar.extractfile(member).read()
                 try:
@@ -367,9 +379,11 @@ def _imdb_to_jsonl(archive: Path, split: str, dest: Path) -> None:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"cannot read the IMDB archive: {e}", archive) from None
     if not reviews:
-        raise DataError(f"no aclImdb/{split}/pos|neg reviews in the archive", archive)
+        raise DataError(f"no aclImdb/{'train/unsup' if split == 'unsup' else split + '/pos|neg'} reviews in the "
+                        "archive", archive)
     reviews.sort(key=lambda r: r[:2])
-    lines = (json.dumps({"label": label, "id": f"{i}_{rating}", "rating": rating, "text": text},
+    lines = (json.dumps({"id": f"{i}_{rating}", "text": text} if label == "unsup" else
+                        {"label": label, "id": f"{i}_{rating}", "rating": rating, "text": text},
                         ensure_ascii=False) for _, i, rating, label, text in reviews)
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, gzip.compress("\n".join(lines).encode("utf-8") + b"\n", mtime=0))

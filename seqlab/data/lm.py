@@ -12,7 +12,7 @@ level ones with the newline character itself. Everything here is deterministic; 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 
 import numpy as np
@@ -53,9 +53,17 @@ def encode_corpus(
     lines = read_corpus_lines(
         path, keep_newlines=not add_eos_per_line, encoding=encoding, max_line_chars=max_line_chars
     )
+    return encode_texts(lines, tokenizer, add_eos_per_line, path, lines_per_batch)
+
+
+def encode_texts(texts: Iterable[str], tokenizer: TextTokenizer, add_eos: bool, path: str | os.PathLike,
+                 batch: int = 10_000) -> np.ndarray:
+    """Texts (lines, documents) as one stream of token ids, (N,) int64, `<eos>` after each with `add_eos`,
+    encoded `batch` at a time; DataError naming `path` when there is no token at all."""
+    texts = iter(texts)
     chunks = []
-    while batch := list(islice(lines, lines_per_batch)):
-        encoded = tokenizer.encode_batch(batch, add_eos=add_eos_per_line)
+    while part := list(islice(texts, batch)):
+        encoded = tokenizer.encode_batch(part, add_eos=add_eos)
         chunks.append(np.fromiter((i for ids in encoded for i in ids), dtype=np.int64))
     ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     if ids.size == 0:

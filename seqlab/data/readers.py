@@ -260,8 +260,10 @@ def _line_format(parse: Callable[..., TextExample | _Bad]) -> Callable[..., Iter
     return reader
 
 
-def _jsonl(number: int, line: str, *, text_key: str = "text", label_key: str = "label") -> TextExample | _Bad:
-    """One JSON object per line (IMDB: `{"label": "pos", "text": ...}`); the text is kept as is."""
+def _jsonl(number: int, line: str, *, text_key: str = "text", label_key: str | None = "label"
+           ) -> TextExample | _Bad:
+    """One JSON object per line (IMDB: `{"label": "pos", "text": ...}`); the text is kept as is. `label_key=None`:
+    texts without labels (a language model's corpus, IMDB's unlabeled reviews), whatever else a line holds."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -272,7 +274,7 @@ def _jsonl(number: int, line: str, *, text_key: str = "text", label_key: str = "
         return _Bad(number, "expected a JSON object per line")
     if text_key not in obj:
         return _Bad(number, f"missing key {text_key!r} (text_key)")
-    if label_key not in obj:
+    if label_key is not None and label_key not in obj:
         return _Bad(number, f"missing key {label_key!r} (label_key)")
     if not isinstance(text := obj[text_key], str):
         return _Bad(number, f"{text_key!r} must be a string")
@@ -280,6 +282,8 @@ def _jsonl(number: int, line: str, *, text_key: str = "text", label_key: str = "
         return _Bad(number, "empty text")
     if _SURROGATE.search(text):
         return _Bad(number, "text contains an unpaired surrogate (\\udxxx) escape")
+    if label_key is None:
+        return TextExample(text, (), number)
     if isinstance(labels := _jsonl_labels(obj[label_key]), str):
         return _Bad(number, labels)
     return TextExample(text, labels, number)
@@ -335,6 +339,12 @@ _FORMATS: dict[str, Callable[..., Iterator[TextExample | _Bad]]] = {
     "labeltext": _line_format(_labeltext),
     "trec": _line_format(_trec),
 }
+def leak_key(text: str) -> str:
+    """The key under which the leak guards compare texts (classify's splits, a language model's corpus and
+    `task.exclude`): lowercased, whitespace collapsed."""
+    return " ".join(text.lower().split())
+
+
 TEXT_FORMATS = tuple(_FORMATS)  # what `read` takes (and conllu/tagged, which it hands to seqlab.data.conllu)
 
 

@@ -7,6 +7,10 @@
 - ``word``: whitespace split, for corpora that are already tokenized (PTB, Multi30k `tok/`). PTB's `<unk>` in
   the text is the tokenizer's own unk token (same id), kept and decoded as ``<unk>``. Decoding joins with
   spaces.
+- ``basic_english``: words as `seqlab.data.get_tokenizer("basic_english")` (torchtext's) cuts them, token for
+  token (lowercased, ' . , ( ) ! ? split off, '"' dropped, ; : and `<br />` read as spaces), as normalizers and
+  pre-tokenizers of the library, so the file holds them: a language model pretrained on raw reviews with it
+  shares its words with a classifier that tokenizes `basic_english` (`init_from`). Decoding joins with spaces.
 - ``bpe``: byte-level BPE (GPT-2 style; `models.BPE` trained with `trainers.BpeTrainer`). Every byte is in the
   alphabet, so nothing is ever unknown and `decode(encode(text)) == text` for any text.
 
@@ -33,7 +37,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError, DataError
 
-KINDS = ("char", "word", "bpe")
+KINDS = ("char", "word", "basic_english", "bpe")
+WORD_KINDS = ("word", "basic_english")  # the kinds that cut text into words (a corpus line ends with <eos>)
 DEFAULT_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 FORMAT = "seqlab-tokenizer"
 FORMAT_VERSION = 1
@@ -70,7 +75,7 @@ class TextTokenizer:
         specials: Sequence[str] = DEFAULT_SPECIALS,
         lowercase: bool = False,
     ) -> TextTokenizer:
-        """Learn a tokenizer of `kind` ("char", "word" or "bpe") from `texts` (any iterable; consumed once).
+        """Learn a tokenizer of `kind` (one of KINDS) from `texts` (any iterable; consumed once).
 
         `vocab_size` counts the specials; None keeps every token seen `min_freq` times (char, word) and is
         not allowed for bpe, whose merges stop at `vocab_size`. `specials` are (pad, unk, bos, eos, *extra).
@@ -94,6 +99,12 @@ class TextTokenizer:
             if kind == "char":
                 tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
                 tk.decoder = decoders.Fuse()
+            elif kind == "basic_english":
+                tk.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace('"', ""),
+                                                      normalizers.Replace("<br />", " ")])
+                tk.pre_tokenizer = pre_tokenizers.Sequence([
+                    pre_tokenizers.Split(Regex(r"[\s;:]+"), behavior="removed"),
+                    pre_tokenizers.Split(Regex(r"[',.()!?]"), behavior="isolated")])
             else:
                 tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # no decoder: decode joins with " "
             # The specials are placed by hand below: WordLevelTrainer given special_tokens lets a special that
@@ -101,7 +112,7 @@ class TextTokenizer:
             trainer = trainers.WordLevelTrainer(
                 vocab_size=vocab_size or _NO_LIMIT, min_frequency=min_freq, show_progress=False
             )
-        if lowercase:
+        if lowercase and kind != "basic_english":  # which lowercases already
             tk.normalizer = normalizers.Lowercase()
         tk.train_from_iterator(texts, trainer)
         if kind != "bpe":

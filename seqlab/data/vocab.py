@@ -68,6 +68,14 @@ class Vocab:
         self.pad_index = None if pad_token is None else self.stoi[pad_token]
         self.bigrams = None  # seqlab.data.corpus's lookup of the word-bigram entries, made when first needed
 
+    def led_by(self, words: Sequence[str]) -> Vocab:
+        """A vocabulary of the same specials whose other tokens are `words` (in their order; specials among them
+        are skipped) followed by this one's tokens they lack (`init_from`: a pretrained run's words first)."""
+        head = [w for w in dict.fromkeys(words) if w not in self.specials]
+        known = set(head)
+        rest = [t for t in self.itos[len(self.specials):] if t not in known]
+        return Vocab(self.specials + head + rest, self.specials, self.unk_token, self.pad_token)
+
     @classmethod
     def build(
         cls,
