@@ -26,6 +26,7 @@ TINY = {
     "rnn-2layer-max": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="rnn", layers=2, pooling="max",
                                                 activation="tanh")),
     "lstm-additive": (RNNClassifier, RNNConfig(dim=8, hidden=6, pooling="attention")),
+    "lstm-bi-concat": (RNNClassifier, RNNConfig(dim=8, hidden=6, pooling="concat")),
     "gru-dot": (RNNClassifier, RNNConfig(dim=8, hidden=6, cell="gru", pooling="attention",
                                          attention="dot")),
     "lstmnet": (RNNClassifier, RNNConfig(dim=8, hidden=8, cell="lstm", bidirectional=False,

@@ -108,3 +108,18 @@ def test_same_seed_same_outputs():
         return encoder(x, LENGTHS)[0]
 
     assert_seeded(run)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_one_direction_without_state_runs_unpacked_to_the_same_outputs(cell):
+    torch.manual_seed(0)
+    encoder = _encoder(cell, bidirectional=False)
+    x = torch.randn(B, T, D, requires_grad=True)
+    outputs, final, state = encoder(x, LENGTHS)
+    fast, fast_final, none = encoder(x, LENGTHS, need_state=False)
+    assert none is None and state is not None
+    torch.testing.assert_close(fast, outputs)
+    torch.testing.assert_close(fast_final, final)
+    (g1,) = torch.autograd.grad(outputs.sum(), x)
+    (g2,) = torch.autograd.grad(fast.sum(), x)
+    torch.testing.assert_close(g1, g2)

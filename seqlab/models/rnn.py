@@ -4,8 +4,9 @@
               -> pooling over time -> activation -> dropout -> Linear -> logits
 
 Pooling `last` takes the final hidden state (of each direction), `mean`/`max` pool every position's
-output, and `attention` weighs the positions with a learned query (additive or dot-product) and
-exposes the weights, which `seqlab predict --explain` shows.
+output, `concat` joins the three (ULMFiT's concat pooling: [last, max, mean]), and `attention` weighs
+the positions with a learned query (additive or dot-product) and exposes the weights, which `seqlab predict
+--explain` shows.
 
 The lecture's LSTMNet is `cell=lstm, layers=1, bidirectional=false, dim=hidden=128,
 pooling=last, activation=relu` (*/lstmnet): final hidden state -> ReLU -> Linear.
@@ -34,7 +35,7 @@ class RNNConfig:
     cell: Literal["rnn", "lstm", "gru"] = "lstm"  # the recurrence
     layers: Positive = 1  # stacked recurrent layers
     bidirectional: bool = True  # read the text both ways (outputs concatenated)
-    pooling: Literal["last", "mean", "max", "attention"] = "max"  # how the outputs over time become one vector
+    pooling: Literal["last", "mean", "max", "concat", "attention"] = "max"  # the outputs over time -> one vector
     attention: Literal["additive", "dot"] = "additive"  # the scoring of pooling=attention
     activation: Literal["none", "relu", "tanh"] = "none"  # on the pooled vector
     dropout: Dropout = 0.5  # on the pooled vector, and between stacked layers
@@ -64,7 +65,7 @@ class RNNClassifier(nn.Module):
         self.pool = AttentionPooling(dim, cfg.attention) if cfg.pooling == "attention" else None
         self.activation = ACTIVATIONS[cfg.activation]
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = nn.Linear(dim * 3 if cfg.pooling == "concat" else dim, num_classes)
 
     @property
     def attends(self) -> bool:
@@ -77,10 +78,13 @@ class RNNClassifier(nn.Module):
         if return_attention and not self.attends:
             raise ValueError("return_attention needs pooling=attention")
         mask = padding_mask(lengths, tokens.size(1))  # (B, T), True at padding
-        outputs, final, _ = self.encoder(self.embedding(tokens), lengths)  # (B, T, H * dirs), (B, H * dirs)
+        # (B, T, H * dirs), (B, H * dirs); the state is not needed, so one direction runs unpacked (faster)
+        outputs, final, _ = self.encoder(self.embedding(tokens), lengths, need_state=False)
         weights = None
         if self.cfg.pooling == "last":
             pooled = final
+        elif self.cfg.pooling == "concat":  # (B, 3 * H * dirs)
+            pooled = torch.cat([final, pool_sequence(outputs, mask, "max"), pool_sequence(outputs, mask, "mean")], -1)
         elif self.pool is not None:
             pooled, weights = self.pool(outputs, mask)  # (B, H * dirs), (B, T)
         else:
