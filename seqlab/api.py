@@ -25,6 +25,7 @@ from seqlab.data.io import atomic_write_text
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.tasks import TASKS
 from seqlab.tasks.base import Predictor
+from seqlab.tasks.transfer import Source, load_matching
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
@@ -156,6 +157,10 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
     device, task = _setup(cfg, log)
     task.read_test = test
     t0 = time.perf_counter()
+    source = None
+    if cfg.init_from and resume is None:  # a resumed run has its own words and weights
+        source = Source.open(cfg.init_from)
+        task.adopt(source)
     task.prepare(artifacts=run_dir if resume is not None else None)
     sizes = ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items() if k.endswith("_examples"))
     vocab = f" | vocabulary {task.counts['vocab_size']:,}" if "vocab_size" in task.counts else ""
@@ -164,6 +169,12 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
     model = task.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {cfg.model} ({n_params:,} parameters) on {device}, precision {cfg.precision}")
+    if source is not None:
+        task.counts["init_from"] = facts = load_matching(model, task.vocabulary()[0], source)
+        fresh = ", ".join(f"{k} ({v})" for k, v in facts["not_loaded"].items())
+        say(f"init_from {source.run_dir}: loaded {len(facts['loaded'])} tensors ({', '.join(facts['loaded'])}); "
+            f"vocabulary rows {facts['rows_from_run']:,} from the run, {facts['new_rows']:,} new; "
+            f"fresh: {fresh or 'none'}")
     if cfg.train.tensorboard:
         summary_writer()  # a missing package is one line now, before the run directory exists
     if resume is None and main:

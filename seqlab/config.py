@@ -3,7 +3,7 @@ overrides override the presets, and the resolved tree is written to the run dire
 
 The tree::
 
-    format_version, seed, device, precision, threads, dataset
+    format_version, seed, device, precision, threads, dataset, init_from
     task:  {name: classify, <the task's options, see tasks/<name>.py>}
     model: {name: bag,      <the model's options, see models/<name>.py>}
     data:  DataConfig       (files and how to read them)
@@ -117,6 +117,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA when there is one, else the CPU
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision (bf16/fp16 pay on GPUs)
     threads: Positive | None = None  # torch's CPU threads (None: torch's default)
+    init_from: str | None = None  # a run directory whose matching layers (and words) the model starts from
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task_options: Any = None
@@ -134,6 +135,7 @@ class Config:
             "device": self.device,
             "precision": self.precision,
             "threads": self.threads,
+            "init_from": self.init_from,
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
         }
@@ -142,7 +144,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-_SCALARS = ("dataset", "seed", "device", "precision", "threads", "format_version")
+_SCALARS = ("dataset", "seed", "device", "precision", "threads", "init_from", "format_version")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

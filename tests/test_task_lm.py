@@ -364,3 +364,51 @@ def test_config_errors(tmp_path):
         make_config({"task": "lm", "task.bptt": 0})
     with pytest.raises(DataError, match="too short"):
         make_task(corpus(tmp_path, lines=1), **{"train.batch_size": 4000})
+
+
+# ---------------------------------------------------------------------------------------------- corpora
+def test_a_corpus_is_the_texts_of_any_classify_format_labels_ignored(tmp_path):
+    rows = tiny_classification(tmp_path)  # "label","text" CSV files
+    train = tmp_path / "more.jsonl"
+    train.write_text('{"text": "a zesty film", "id": 1}\n{"text": "<br />wow!", "id": 2}\n', encoding="utf-8")
+    task = make_task(rows["data.train"], **{"task.tokenizer": "basic_english"})
+    csv_words = set(task.tokenizer.decode(task.splits["train"].tolist()).split())
+    assert "film" in csv_words and "pos" not in csv_words and "neg" not in csv_words  # labels are not text
+    assert list(task.documents((rows["data.train"], str(train))))[-2:] == ["a zesty film", "<br />wow!"]
+    assert task.tokenizer.encode("<br />Wow!") == task.tokenizer.encode("wow !")  # basic_english, as classify
+
+
+def test_the_leak_guard_drops_the_texts_of_excluded_files(tmp_path):
+    rows = tiny_classification(tmp_path)
+    train_texts = [line.split('","')[1].rstrip('"\n') for line in open(rows["data.train"])]
+    held = tmp_path / "heldout.jsonl"  # five of them, as another split would hold them (case and spaces aside)
+    held.write_text("".join(json.dumps({"text": "  " + t.upper(), "label": "x"}) + "\n" for t in train_texts[:5]))
+    shared = sum(1 for t in train_texts if t in set(train_texts[:5]))
+    task = make_task(rows["data.train"], **{"task.tokenizer": "word", "task.exclude": [str(held)]})
+    assert task.counts["excluded_texts"] == {"train": shared}
+    eos = task.tokenizer.eos_id
+    assert int((task.splits["train"] == eos).sum() + (task.splits["valid"] == eos).sum()) == len(train_texts) - shared
+
+
+@pytest.mark.parametrize("entry, message", [("nope.txt", "neither a file nor NAME:SPLIT"),
+                                             ("sample:valid", "has no split 'valid'"),
+                                             ("sample:dev", "has no split 'dev'")])
+def test_a_bad_exclude_entry_is_a_config_error(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        make_task(corpus(tmp_path), **{"task.exclude": [entry]})
+
+
+def test_token_cache_refuses_what_it_cannot_cache(tmp_path):
+    rows = tiny_classification(tmp_path)
+    with pytest.raises(ConfigError, match="token_cache caches plain text files"):
+        make_task(rows["data.train"], **{"task.token_cache": str(tmp_path / "cache")})
+
+
+def test_without_a_progress_bar_a_line_tells_the_rate_and_eta(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("seqlab.train.trainer"), "NOTE_SECONDS", 0.0)
+    lines = []
+    seqlab.train(small_rnn(corpus(tmp_path), **{"train.log_every": 2}), out=tmp_path / "run", log=lines.append)
+    notes = [line for line in lines if "tokens/s" in line]
+    assert notes and all("epoch ETA" in line and "step" in line for line in notes), lines

@@ -73,6 +73,14 @@ def model_card(run: RunFacts) -> str:
         f"- **Model**: `{run.model}`" + (f", {s['parameters']:,} parameters" if "parameters" in s else ""),
         f"- **Data**: {run.dataset or 'unknown'} ({examples or 'counts not recorded'})"
         + (f"; {sizes}" if sizes else ""),
+    ]
+    if "init_from" in counts:  # pretrained: what it started from
+        f = counts["init_from"]
+        lines.append(f"- **Started from**: `{f['run']}` ({len(f['loaded'])} tensors loaded, {len(f['not_loaded'])} "
+                     f"fresh; vocabulary rows {f['rows_from_run']:,} from it, {f['new_rows']:,} new)")
+    if counts.get("excluded_texts"):
+        lines.append(f"- **Leak guard**: texts of task.exclude left out of training: {counts['excluded_texts']}")
+    lines += [
         f"- **Headline test metric**: {run.headline} "
         + (f"{test[run.headline]:.4f}" if run.headline in test else "(no test split)"),
         "",

@@ -78,6 +78,7 @@ class Task:
     intended_use: ClassVar[str] = "As its task describes."  # for the model card
     default_metric: str = "accuracy"  # the valid metric that picks the best epoch
     headline: str = "accuracy"  # shown beside the loss in the per-epoch lines
+    unit: ClassVar[str] = "examples"  # what the training rate counts (the `n` of the loss sums)
 
     def __init__(self, cfg: Any, device: torch.device, log: Callable[[str], None] | None = print):
         self.cfg = cfg
@@ -88,6 +89,7 @@ class Task:
         self.splits: dict[str, Any] = {}
         self.counts: dict[str, Any] = {}
         self.read_test = True  # False: the test split is not read (a `seqlab tune` trial is scored on valid)
+        self.init_source: Any = None  # the run `init_from` names, once adopted (seqlab.tasks.transfer.Source)
         fmt = cfg.data.format
         if fmt != "auto" and fmt not in self.formats:
             raise ConfigError(f"data.format must be one of auto, {', '.join(self.formats)} for task {self.name}, "
@@ -104,11 +106,15 @@ class Task:
         return found if self.read_test else {s: v for s, v in found.items() if s != "test"}
 
     def dataset_sources(self, spec: DatasetSpec) -> dict[str, Any]:
-        """The files of a named dataset's splits; a ConfigError for a dataset of another task's format."""
+        """The files of a named dataset's splits (a split of several files is a tuple); a ConfigError for a dataset
+        of another task's format."""
         if spec.format not in self.formats:
             raise ConfigError(f"dataset {spec.name!r} holds {spec.format} data, which task {self.name} does not read "
                               f"(it reads {', '.join(self.formats)})")
-        return {s: str(getattr(spec, s)) for s in SPLITS if getattr(spec, s) is not None}
+        def files(path: Any) -> str | tuple[str, ...]:
+            return tuple(str(p) for p in path) if isinstance(path, tuple) else str(path)
+
+        return {s: files(getattr(spec, s)) for s in SPLITS if getattr(spec, s) is not None}
 
     def format_of(self, path: str | Path) -> str:
         """data.format, or the format detected from `path` among the task's."""
@@ -161,6 +167,22 @@ class Task:
             self.splits[split] = self.make_split(rows, path, split)
         self.counts.update({f"{k}_examples": len(v) for k, v in self.splits.items()})
         self.count()
+
+    def vocabulary(self) -> tuple[list[str], int] | None:
+        """(the token of each row of the model's token embedding, how many of the first are specials), with the
+        vocabularies built or loaded; None: the task's models have no token embedding (nothing to start from)."""
+        return None
+
+    def text_tokenizer(self) -> str | None:
+        """The name (`seqlab.data.get_tokenizer`) of the tokenizer that cuts raw text into this run's tokens, if
+        there is one: what a classifier started from this run cuts its texts with."""
+        return None
+
+    def adopt(self, source: Any) -> None:
+        """Take the words of `source` (a `seqlab.tasks.transfer.Source`, `init_from`) before `prepare`: cut text
+        as it does, and build the vocabulary from its tokens first."""
+        raise ConfigError(f"init_from: a {self.name} model cannot start from another run (lm, classify and tag "
+                          "models can)")
 
     def check_splits(self, raw: dict[str, tuple[Any, str]]) -> None:
         """A look at the raw rows of every split before anything is built (classify's leak guard)."""

@@ -30,7 +30,7 @@ from seqlab.data import LabelVocab, ReadStats, Vocab, get_tokenizer, read
 from seqlab.data.batching import Packed, sequential_batches
 from seqlab.data.datasets import DatasetSpec
 from seqlab.data.features import FEATURES, BagFeatures
-from seqlab.data.readers import TEXT_FORMATS
+from seqlab.data.readers import TEXT_FORMATS, leak_key
 from seqlab.data.tokenizers import Tokenized
 from seqlab.data.vectors import read_vectors
 from seqlab.errors import ConfigError
@@ -55,11 +55,6 @@ class ClassifyConfig:
     multi_label: bool | None = None  # a sigmoid per label (fastText's -loss ova); None: when a text has several
     pretrained: str | None = None  # word2vec/GloVe text file for the model's word embedding
     freeze_pretrained: bool = False  # keep the pretrained vectors fixed while training
-
-
-def normalize(text: str) -> str:
-    """The key under which the leak guard compares texts: lowercased, whitespace collapsed."""
-    return " ".join(text.lower().split())
 
 
 @dataclass
@@ -168,7 +163,7 @@ class ClassifyTask(LabelTask):
     def check_splits(self, raw: dict[str, tuple[Rows, str]]) -> None:
         """The leak guard: count texts shared between splits (after normalisation); optionally drop them
         from train."""
-        keys = {s: [normalize(t) for t in rows.texts] for s, (rows, _) in raw.items()}
+        keys = {s: [leak_key(t) for t in rows.texts] for s, (rows, _) in raw.items()}
         held = {s: set(k) for s, k in keys.items() if s != "train"}
         train = keys.get("train", [])
         overlap = {s: sum(1 for k in train if k in ks) for s, ks in held.items()}
@@ -190,10 +185,32 @@ class ClassifyTask(LabelTask):
     def build(self, train: Rows) -> None:
         self.train_tokens = tokens = self.tokens(train.texts)
         self.vocab = self.features.build_vocab(tokens, self.opt.min_freq, self.opt.max_vocab)
+        if self.init_source is not None:
+            self.vocab = self.vocab.led_by(self.init_source.words)
         self.labels = LabelVocab.build(label for labels in train.labels for label in labels)
         self.vocab_built = True
         several = any(len(labels) > 1 for labels in train.labels)
         self.set_multi(several if self.opt.multi_label is None else self.opt.multi_label)
+
+    def vocabulary(self) -> tuple[list[str], int]:
+        return self.vocab.itos, len(self.vocab.specials)
+
+    def text_tokenizer(self) -> str:
+        return self.opt.tokenizer
+
+    def adopt(self, source) -> None:
+        """Cut texts as the source run does; `build` puts its words first."""
+        if isinstance(self.features, BagFeatures):
+            raise ConfigError("init_from: the bag of n-grams does not start from a run; give it word vectors "
+                              "(task.pretrained=FILE.vec), or fine-tune model=rnn, cnn or transformer")
+        name = source.task.text_tokenizer()
+        if name is None:
+            raise ConfigError(f"init_from: the tokens of {source.run_dir} are not cut from raw text by a tokenizer "
+                              "classify has (basic_english, whitespace, char)")
+        if name != self.opt.tokenizer:
+            self.log(f"init_from: texts are cut by {name}, as in {source.run_dir}")
+            self.opt.tokenizer, self.tokenize = name, get_tokenizer(name)
+        self.init_source = source
 
     def set_multi(self, multi: bool) -> None:
         self.multi = multi

@@ -1,7 +1,10 @@
 """Task `lm`: text -> the next token, and generation (the lecture's "one to many", truncated BPTT).
 
-Data: each split is one stream of token ids (`seqlab.data.lm`); character level keeps the newline as a
-token, word level (PTB) ends every line with `<eos>`, BPE (byte level) keeps the newline in its bytes.
+Data: each split is one stream of token ids (`seqlab.data.lm`) made of texts: a plain text file's lines, or
+the texts of any format classify reads, from one file or several, with the leak guard `task.exclude` (see
+`seqlab.tasks.corpus`). Character level keeps the newline as a token (one after each text), word level (PTB;
+`basic_english` for raw English text, cut as classify cuts it) ends every text with `<eos>`, BPE (byte level)
+keeps the newline in its bytes.
 A dataset without a valid split holds out the last `data.valid_fraction` of the training stream (nanoGPT's
 90/10 split of Tiny Shakespeare). The tokenizer is trained on the training file and saved with the run.
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,15 +42,15 @@ from seqlab.data.cache import cached_token_ids, cached_tokenizer
 from seqlab.data.lm import (
     batchify,
     bptt_windows,
-    encode_corpus,
+    encode_texts,
     random_windows,
-    read_corpus_lines,
     split_corpus,
 )
-from seqlab.data.subword import TextTokenizer
+from seqlab.data.subword import WORD_KINDS, TextTokenizer
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.options import NonNegative, Positive, Range
-from seqlab.tasks.base import Inputs, Option, Predictor, Task
+from seqlab.tasks.base import Inputs, Option, Predictor
+from seqlab.tasks.corpus import CorpusTask
 from seqlab.tasks.generate import generate_ids
 from seqlab.tasks.sequence import perplexity
 from seqlab.train import distributed as D
@@ -58,13 +61,14 @@ IGNORE = -100  # target id of padding in evaluation rows (ignored by the loss)
 
 @dataclass
 class LMConfig:
-    tokenizer: Literal["char", "word", "bpe"] = "char"  # char, word (PTB: one line is one sentence) or byte-level BPE
+    tokenizer: Literal["char", "word", "basic_english", "bpe"] = "char"  # word: PTB's; basic_english: as classify
     vocab_size: Positive | None = None  # bpe: the size to learn (required); char/word: a cap (None keeps all)
     min_freq: Positive = 1  # rarer training tokens are <unk>
     lowercase: bool = False  # lowercase every text first
     bptt: Positive = 64  # window length T: truncated-BPTT length, and the Transformer's context
     steps_per_epoch: NonNegative = 0  # 0: one pass of bptt windows over the parallel streams; N: N random windows
     token_cache: str | None = None  # directory of tokenised corpora reused across runs (None: tokenise each run)
+    exclude: list[str] = field(default_factory=list)  # files or NAME:SPLIT whose texts are never trained on
 
     def validate(self) -> None:
         if self.tokenizer == "bpe" and self.vocab_size is None:
@@ -103,7 +107,7 @@ def eval_rows(ids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-class LMTask(Task):
+class LMTask(CorpusTask):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
     name = "lm"
@@ -112,13 +116,12 @@ class LMTask(Task):
     Config = LMConfig
     default_model = "rnn"
     default_dataset = "tiny_shakespeare"
-    formats = ("text",)
     artifact = None  # the tokenizer file
     default_metric = "loss"
+    unit = "tokens"
 
     def __init__(self, cfg: Any, device: torch.device, log=print):
         super().__init__(cfg, device, log)
-        self.headline = "bits_per_char" if self.opt.tokenizer == "char" else "perplexity"
         self.tokenizer: TextTokenizer | None = None
         self.splits: dict[str, Tensor] = {}  # split -> token ids (L,)
         self.streams: Tensor | None = None  # the training stream as (train.batch_size, N) parallel streams
@@ -127,38 +130,50 @@ class LMTask(Task):
 
     # ------------------------------------------------------------------ data
     @property
-    def word_level(self) -> bool:
-        return self.opt.tokenizer == "word"
+    def headline(self) -> str:  # beside the loss in the per-epoch lines
+        return "bits_per_char" if self.opt.tokenizer == "char" else "perplexity"
 
-    def encode_file(self, path: str | Path) -> Tensor:
-        """A text file as one stream of token ids, (L,) int64 (from `task.token_cache` when set)."""
+    @property
+    def word_level(self) -> bool:
+        return self.opt.tokenizer in WORD_KINDS
+
+    def encode_source(self, source: Any, split: str) -> Tensor:
+        """A split's texts as one stream of token ids, (L,) int64 (from `task.token_cache` when set)."""
         if self.opt.token_cache:
-            cached = cached_token_ids(path, self.tokenizer, self.opt.token_cache,
+            cached = cached_token_ids(self.plain_file(source), self.tokenizer, self.opt.token_cache,
                                       add_eos_per_line=self.word_level, encoding=self.cfg.data.encoding)
             return torch.from_numpy(cached.astype(np.int64))
-        ids = encode_corpus(path, self.tokenizer, add_eos_per_line=self.word_level,
-                            encoding=self.cfg.data.encoding)
-        return torch.from_numpy(ids)
+        where = source[0] if isinstance(source, tuple) else source
+        texts = self.corpus(source, split, end="" if self.word_level else "\n")
+        return torch.from_numpy(encode_texts(texts, self.tokenizer, self.word_level, where))
+
+    def plain_file(self, source: Any) -> str:
+        """`task.token_cache` caches one plain text file per split, read whole: the source, or a ConfigError."""
+        if isinstance(source, tuple) or self.format_of(source) != "text" or self.opt.exclude:
+            raise ConfigError("task.token_cache caches plain text files read whole; this run reads "
+                              f"{source} (or excludes texts): unset task.token_cache")
+        return str(source)
 
     def prepare(self, artifacts: str | Path | None = None) -> None:
         """Encode every split. With `artifacts` (a run directory) the tokenizer is loaded from it (resume,
-        evaluate); otherwise it is trained on the training file. Each split is one stream; without a valid
+        evaluate); otherwise it is trained on the training texts. Each split is one stream; without a valid
         split, the last `data.valid_fraction` of the training stream is held out (not a random share)."""
         sources = {"train": None, **self.sources()}
         if not sources["train"]:
             raise ConfigError("no training data: set data.train=PATH or dataset=NAME")
-        if artifacts is None and self.opt.token_cache:
-            self.tokenizer = cached_tokenizer(sources["train"], self.opt.tokenizer, self.opt.token_cache,
-                                              self.opt.vocab_size, self.opt.min_freq, self.opt.lowercase,
-                                              self.cfg.data.encoding)
+        if artifacts is None and self.init_source is not None:
+            self.tokenizer = self.init_source.task.tokenizer
+        elif artifacts is None and self.opt.token_cache:
+            self.tokenizer = cached_tokenizer(self.plain_file(sources["train"]), self.opt.tokenizer,
+                                              self.opt.token_cache, self.opt.vocab_size, self.opt.min_freq,
+                                              self.opt.lowercase, self.cfg.data.encoding)
         elif artifacts is None:
-            lines = read_corpus_lines(sources["train"], keep_newlines=not self.word_level,
-                                      encoding=self.cfg.data.encoding)
-            self.tokenizer = TextTokenizer.train(self.opt.tokenizer, lines, self.opt.vocab_size,
-                                                 self.opt.min_freq, lowercase=self.opt.lowercase)
+            texts = self.corpus(sources["train"], "train", end="" if self.word_level else "\n")
+            self.tokenizer = TextTokenizer.train(self.opt.tokenizer, texts, self.opt.vocab_size, self.opt.min_freq,
+                                                 lowercase=self.opt.lowercase)
         else:
             self.load_artifacts(artifacts)
-        self.splits = {split: self.encode_file(path) for split, path in sources.items() if path}
+        self.splits = {split: self.encode_source(source, split) for split, source in sources.items() if source}
         if "valid" not in self.splits and self.cfg.data.valid_fraction > 0:
             self.splits["train"], self.splits["valid"] = (
                 torch.from_numpy(part) for part in split_corpus(self.splits["train"].numpy(),
@@ -169,6 +184,24 @@ class LMTask(Task):
         unk = self.tokenizer.unk_id
         self.counts.update(vocab_size=self.tokenizer.vocab_size, tokenizer=self.tokenizer.kind,
                            unk_tokens={k: int((v == unk).sum()) for k, v in self.splits.items()})
+
+    def vocabulary(self) -> tuple[list[str], int]:
+        tk = self.tokenizer
+        return [tk.id_to_token(i) for i in range(tk.vocab_size)], len(tk.specials)
+
+    def text_tokenizer(self) -> str | None:
+        tk = self.tokenizer
+        if tk.kind == "word":
+            return None if tk.lowercase else "whitespace"
+        return tk.kind if tk.kind in ("basic_english", "char") else None
+
+    def adopt(self, source) -> None:
+        """A language model goes on with the source language model's tokenizer (`prepare`)."""
+        if source.task.name != "lm":
+            raise ConfigError(f"init_from: a language model starts from a language model run (its tokenizer); "
+                              f"{source.run_dir} is a {source.task.name} run")
+        self.init_source = source
+        self.opt.tokenizer = source.task.tokenizer.kind
 
     # ------------------------------------------------------------------ artifacts
     def save_artifacts(self, run_dir: str | Path) -> None:
@@ -271,8 +304,8 @@ class LMTask(Task):
         return {**self.metrics(total / n), "tokens": n}
 
     def add_eval_file(self, path: str, split: str = "test") -> None:
-        """Another text file to evaluate, encoded with the run's tokenizer."""
-        self.splits[split] = self.encode_file(path)
+        """Another file to evaluate (any format the task reads), encoded with the run's tokenizer."""
+        self.splits[split] = self.encode_source(path, split)
 
     # ------------------------------------------------------------------ generation
     def render(self, ids: list[int]) -> str:

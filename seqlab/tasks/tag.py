@@ -140,9 +140,18 @@ class TagTask(Task):
     def build(self, train: list[Sentence]) -> None:
         self.words = Vocab.build((map(self.word_key, s.tokens) for s in train), min_freq=self.opt.min_freq,
                                  max_size=self.opt.max_vocab)
+        if self.init_source is not None:
+            self.words = self.words.led_by([self.word_key(w) for w in self.init_source.words])
         self.chars = Vocab.build((self.char_sequence(w) for s in train for w in s.tokens), specials=CHAR_SPECIALS)
         self.tags = LabelVocab.build(t for s in train for t in s.tags)
         self.train_forms = {w for s in train for w in s.tokens}
+
+    def vocabulary(self) -> tuple[list[str], int]:
+        return self.words.itos, len(self.words.specials)
+
+    def adopt(self, source) -> None:
+        """The source run's words come first in the word vocabulary (`build`)."""
+        self.init_source = source
 
     def _tag_id(self, tag: str) -> int:
         """The id of a gold tag; a tag training never saw gets an id past the model's tags."""

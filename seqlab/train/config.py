@@ -29,6 +29,9 @@ class TrainConfig:
     step_size: Positive = 1  # step: decay every this many epochs
     warmup_steps: NonNegative = 0  # linear warm-up, composes with every schedule
     min_lr_ratio: NonNegativeFloat = 0.0  # cosine/linear end at lr * min_lr_ratio
+    layer_lr_decay: PositiveFloat = 1.0  # discriminative fine-tuning (ULMFiT): each layer group below the top
+    # trains at this times the lr of the one above (2.6 ** -1 in ULMFiT); adam/adamw (see optim.layer_groups)
+    gradual_unfreezing: bool = False  # epoch e trains the top e layer groups only (ULMFiT), then all
     clip_grad_norm: PositiveFloat | None = None  # clip the gradients' global norm (None: no clipping)
     metric: str | None = None  # valid metric that picks the best epoch (None: the task's default)
     early_stopping: Positive | None = None  # patience in epochs without improvement
@@ -51,3 +54,5 @@ class TrainConfig:
     def validate(self) -> None:
         if self.betas is not None and len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas!r}")
+        if self.layer_lr_decay != 1.0 and self.optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"train.layer_lr_decay takes train.optimizer=adam or adamw, got {self.optimizer}")

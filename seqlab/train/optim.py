@@ -13,6 +13,7 @@ so resuming at any step restores the learning rate exactly.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -155,6 +156,35 @@ class Optimizers:
             o.load_state_dict(s)
 
 
+_LAYER = re.compile(r"_l(\d+)(?:_reverse)?$|\.layers\.(\d+)\.")
+_INPUT = ("embedding.", "positions.", "chars.", "cls")
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The model's parameters in layer groups from the input up (ULMFiT's discriminative fine-tuning and gradual
+    unfreezing): the token embedding (with positions and character features), then each stacked layer in order
+    (an RNN's `_l0`, `_l1`, ...; a Transformer's `layers.N`; an encoder's other parameters go with its first),
+    then everything else (pooling, the head)."""
+    keyed: dict[tuple[int, int], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        m = _LAYER.search(name)
+        if name.startswith(_INPUT):
+            key = (0, 0)
+        elif m:
+            key = (1, int(m.group(1) or m.group(2)))
+        elif name.startswith("encoder."):
+            key = (1, -1)
+        else:
+            key = (2, 0)
+        keyed.setdefault(key, []).append(p)
+    groups = [keyed[k] for k in sorted(keyed)]
+    if (1, -1) in keyed and len([k for k in keyed if k[0] == 1]) > 1:  # with the first layer, not on its own
+        i = sorted(keyed).index((1, -1))
+        groups[i + 1] = groups[i] + groups[i + 1]
+        del groups[i]
+    return groups
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     sparse_ids = sparse_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -177,7 +207,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
         # torch's fused kernel (one pass over all tensors) on CPU and CUDA: 6% of a step of the 4 x 128 decoder
         # here (bench/bench_nanogpt.py); elsewhere the default implementation
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in dense)
-        opts.append(cls(dense, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused or None))
+        groups: list = dense
+        if cfg.layer_lr_decay != 1.0:  # the top group at lr, each one below at layer_lr_decay times the next
+            mine = {id(p) for p in dense}
+            layers = [[p for p in g if id(p) in mine] for g in layer_groups(model)]
+            groups = [{"params": g, "lr": cfg.lr * cfg.layer_lr_decay ** (len(layers) - 1 - i)}
+                      for i, g in enumerate(layers) if g]
+        opts.append(cls(groups, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused or None))
     if sparse:
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr, betas=betas))
     return Optimizers(opts)
@@ -224,7 +260,8 @@ class Schedule:
         self._apply()
 
     def get_lr(self) -> float:
-        return self.optimizers.param_groups[0]["lr"]
+        """The learning rate of now: the top layer group's under `train.layer_lr_decay`."""
+        return max(g["lr"] for g in self.optimizers.param_groups)
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "base": self.base}

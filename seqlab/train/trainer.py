@@ -34,7 +34,7 @@ from seqlab.train import distributed as D
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
 from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
-from seqlab.train.optim import Schedule, build_optimizer, lr_factor
+from seqlab.train.optim import Schedule, build_optimizer, layer_groups, lr_factor
 
 LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char"}
 
@@ -44,6 +44,7 @@ class TrainTask(Protocol):
 
     default_metric: str  # the valid metric that picks the best epoch
     headline: str  # the metric shown beside the loss in the per-epoch lines
+    unit: str  # what the training rate counts: examples, tokens
 
     def epoch_plan(self, epoch: int) -> Sequence[Any]: ...  # batch descriptors for one epoch
 
@@ -157,6 +158,9 @@ def _fmt_epoch(epoch: int, secs: float, train: dict, valid: dict | None, headlin
     return "\n".join(lines)
 
 
+NOTE_SECONDS = 30.0  # without a progress bar (output to a file), a progress line at most this often
+
+
 def progress_span(plan: int, step_in_epoch: int, global_step: int, epoch: int, epochs: int,
                   max_steps: int | None) -> tuple[int, int]:
     """(the steps this epoch's progress bar counts to, the epochs the run will have): where `max_steps` stops
@@ -197,6 +201,11 @@ class Trainer:
         self.progress = progress and self.main
         self.metric = cfg.metric or task.default_metric
         self.optimizer = build_optimizer(model, cfg)
+        if cfg.gradual_unfreezing and self.world > 1:
+            raise ConfigError("train.gradual_unfreezing trains in one process (DDP needs the same trainable "
+                              "parameters at every step)")
+        self.groups = layer_groups(model) if cfg.gradual_unfreezing else None
+        self.trainable = {id(p): p.requires_grad for p in model.parameters()}  # what stays frozen whatever the epoch
         self.scaler = grad_scaler(device, precision)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main,
                                   tensorboard=self.run_dir / "tensorboard" if cfg.tensorboard else None)
@@ -216,6 +225,7 @@ class Trainer:
         self.schedule: Schedule | None = None
         self.evaluations = 0  # valid evaluations of this process
         self.started = time.perf_counter()  # train.max_seconds counts from here
+        self.last_note = self.started  # the last progress line written without a progress bar
 
     # ----------------------------------------------------------------- state
     def state_dict(self, rngs: list[dict] | None = None, tasks: list[dict] | None = None) -> dict:
@@ -406,11 +416,12 @@ class Trainer:
         if self.step_in_epoch == 0:
             self.epoch_sums, self.epoch_time = {}, 0.0
         self.task.start_epoch(self.epoch)
+        self._unfreeze()
         steps, epochs = progress_span(len(plan), self.step_in_epoch, self.global_step, self.epoch, cfg.epochs,
                                       cfg.max_steps)
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
-        t0, seen = time.perf_counter(), 0.0
+        t0, seen, first = time.perf_counter(), 0.0, self.step_in_epoch
         while self.step_in_epoch < len(plan):
             item, weight = plan[self.step_in_epoch]
             sums = self._train_step(self.task.make_batch(item), weight)
@@ -428,6 +439,12 @@ class Trainer:
                 running = self.task.summarize(total) if total else {}
                 rate = seen_all / max(elapsed, 1e-9)
                 bar.set_postfix(loss=f"{running.get('loss', float('nan')):.4f}", ex_s=f"{rate:.0f}")
+                if bar.disable and self.progress and time.perf_counter() - self.last_note >= NOTE_SECONDS:
+                    self.last_note = time.perf_counter()  # no bar (a log file): a line now and then instead
+                    left = (steps - self.step_in_epoch) * elapsed / max(1, self.step_in_epoch - first)
+                    self.log(f"  epoch {self.epoch + 1}/{epochs} step {self.step_in_epoch}/{steps} | loss "
+                             f"{running.get('loss', float('nan')):.4f} | {rate:,.0f} {self.task.unit}/s | "
+                             f"epoch ETA {left / 60:.1f} min")
                 self.metrics.write({"split": "train", "epoch": self.epoch + 1, "step": self.global_step,
                                     "lr": self.schedule.get_lr(), "examples_per_s": rate, **running})
             if cfg.eval_every and self.global_step % cfg.eval_every == 0 and has_valid:
@@ -451,6 +468,16 @@ class Trainer:
         bar.close()
         self.epoch_time += time.perf_counter() - t0
         self._end_epoch(has_valid)
+
+    def _unfreeze(self) -> None:
+        """`train.gradual_unfreezing`: epoch e (from 1) trains the top e layer groups (`optim.layer_groups`); a
+        parameter the run froze (task.freeze_pretrained) stays frozen."""
+        if self.groups is None:
+            return
+        first = len(self.groups) - (self.epoch + 1)
+        for i, group in enumerate(self.groups):
+            for p in group:
+                p.requires_grad_(i >= first and self.trainable[id(p)])
 
     def _out_of_time(self) -> bool:
         """`train.max_seconds` have passed since this process started training (every rank agrees)."""
