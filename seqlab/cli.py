@@ -165,6 +165,10 @@ def cmd_translate(a: argparse.Namespace) -> None:
     _predict(a, "translate", _read_inputs(a.texts, a.file), {"beam": a.beam})
 
 
+def cmd_nearest(a: argparse.Namespace) -> None:
+    _predict(a, "nearest", _read_inputs(a.texts, a.file), {"top_k": a.top_k})
+
+
 def cmd_caption(a: argparse.Namespace) -> None:
     _predict(a, "caption", a.images, {"beam": a.beam})
 
@@ -372,6 +376,11 @@ def _translate_arguments(tr: argparse.ArgumentParser) -> None:
                     help="draw the source x output attention as a heatmap (OUT-1.png, ... for several)")
 
 
+def _nearest_arguments(n: argparse.ArgumentParser) -> None:
+    _inputs_arguments(n, "words, or analogies as sums of words (\"king - man + woman\")")
+    n.add_argument("--top-k", type=int, help="how many neighbours (default 10)")
+
+
 def _caption_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("run_dir", help="a captioning run directory")
     c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -455,6 +464,8 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {  # verb -> (help, arguments
                  cmd_generate),
     "translate": ("translate sentences with a translation run", _translate_arguments, cmd_translate),
     "caption": ("describe images with a captioning run", _caption_arguments, cmd_caption),
+    "nearest": ("the nearest words of words or of analogies, with a word-vectors run", _nearest_arguments,
+                cmd_nearest),
     "serve": ("serve runs over HTTP (FastAPI): /v1/models/NAME/predict, docs at /docs", _serve_arguments,
               cmd_serve),
     "export": ("export a run's model to ONNX, verified against PyTorch", _export_arguments, cmd_export),

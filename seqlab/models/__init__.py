@@ -10,6 +10,7 @@ from seqlab.models.rnn import RNNClassifier
 from seqlab.models.seq2seq import RNNSeq2Seq, TransformerSeq2Seq
 from seqlab.models.tagger import CNNTagger, RNNTagger, TransformerTagger
 from seqlab.models.transformer import TransformerClassifier
+from seqlab.models.vectors import FastText
 
 MODELS: dict[str, dict[str, type]] = {
     "classify": {"bag": BagClassifier, "cnn": CNNClassifier, "rnn": RNNClassifier,
@@ -19,4 +20,5 @@ MODELS: dict[str, dict[str, type]] = {
     "lm": {"rnn": RNNLM, "transformer": TransformerLM},
     "translate": {"rnn": RNNSeq2Seq, "transformer": TransformerSeq2Seq},
     "caption": {"rnn": CaptionRNN, "transformer": CaptionTransformer},
+    "vectors": {"fasttext": FastText},
 }

@@ -7,6 +7,7 @@ from seqlab.tasks.image import ImageTask
 from seqlab.tasks.lm import LMTask
 from seqlab.tasks.tag import TagTask
 from seqlab.tasks.translate import TranslateTask
+from seqlab.tasks.vectors import VectorsTask
 
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
@@ -15,4 +16,5 @@ TASKS: dict[str, type] = {
     "image": ImageTask,
     "translate": TranslateTask,
     "caption": CaptionTask,
+    "vectors": VectorsTask,
 }
