@@ -159,7 +159,7 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
     t0 = time.perf_counter()
     source = None
     if cfg.init_from and resume is None:  # a resumed run has its own words and weights
-        source = Source.open(cfg.init_from)
+        source = Source.open(cfg.init_from, read_run_config(cfg.init_from))
         task.adopt(source)
     task.prepare(artifacts=run_dir if resume is not None else None)
     sizes = ", ".join(f"{k.removesuffix('_examples')} {v:,}" for k, v in task.counts.items() if k.endswith("_examples"))

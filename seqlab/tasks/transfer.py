@@ -1,7 +1,7 @@
 """Starting a model from another run, `init_from=RUN_DIR`: pretrain once (a language model on unlabeled text),
 fine-tune any classifier or tagger from it, or train a language model on further text.
 
-1. `Source.open(run_dir)` reads the other run whole: its config, its vocabulary (or tokenizer) and its weights.
+1. `Source.open(run_dir, cfg)` (the API reads the config) reads the rest: its vocabulary or tokenizer, its weights.
    Only runs of tasks with a token embedding (lm, classify, tag: `Task.vocabulary`) can be started from.
 2. The new run's task adopts the source's words before it builds anything (`Task.adopt`): it cuts text as the
    source did, and its vocabulary is the source's followed by the words of its own training data the source
@@ -47,18 +47,16 @@ class Source:
     specials: int  # the first `specials` tokens are the source's specials (<unk>, <pad>...)
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> Source:
-        """Read a finished run; CheckpointError when it is missing, unfinished or corrupt, ConfigError when its task
-        has no token embedding to start from."""
+    def open(cls, run_dir: str | Path, cfg: Any) -> Source:
+        """Read a finished run whose resolved config is `cfg` (`seqlab.api.read_run_config`); CheckpointError when it
+        is unfinished or corrupt, ConfigError when its task has no token embedding to start from."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from seqlab.api import read_run_config
         from seqlab.tasks import TASKS
         from seqlab.tasks.base import Task
 
         run = Path(run_dir)
-        cfg = read_run_config(run)
         task = TASKS[cfg.task](cfg, torch.device("cpu"), log=None)
         if type(task).vocabulary is Task.vocabulary:
             raise ConfigError(f"init_from: {run} is a {cfg.task} run, which has no token embedding to start from "
