@@ -4,6 +4,8 @@
     GET  /v1/models                    each model: name, task, inputs, options, labels, metrics of its run
     GET  /v1/models/{name}             one of them
     POST /v1/models/{name}/predict     a body made from the model's predictor (see /docs)
+    GET  /  and  /runs                 the web page to try each model, and the runs' cards and curves
+                                       (`seqlab.serve.page`; its data: GET /v1/runs)
 
 A request body is made from what the predictor describes (`Predictor.inputs` and `.options`), so every task
 is served with no table of its own here: the items under the input's field name (`texts`, `sentences`: a
@@ -51,6 +53,7 @@ from seqlab.data.images import MAX_PIXELS
 from seqlab.errors import ConfigError, ImageTooLarge, SeqlabError
 from seqlab.report.runs import run_names
 from seqlab.serve.batching import MicroBatcher
+from seqlab.serve.page import add_pages
 
 log = logging.getLogger("seqlab.serve")
 
@@ -227,7 +230,8 @@ class Served:
 def _describe(name: str, run_dir: Path, predictor, limits: dict) -> dict:
     about = info(run_dir)
     summary = about.get("summary") or {}
-    return {"name": name, "dataset": about["dataset"], **predictor.describe(), "metrics": summary.get("results", {}),
+    return {"name": name, "dataset": about["dataset"], **predictor.describe(), "attends": predictor.attends(),
+            "metrics": summary.get("results", {}),
             "parameters": summary.get("parameters"), "endpoint": f"/v1/models/{name}/predict", "limits": limits}
 
 
@@ -316,6 +320,7 @@ def create_app(run_dirs: list[str | os.PathLike] | None = None, config: ServeCon
     app.state.models = models
     app.state.config = config
     app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
+    add_pages(app, models)
 
     @app.exception_handler(StarletteHTTPException)  # ours, and starlette's 404/405 for unknown routes
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
