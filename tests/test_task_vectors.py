@@ -62,7 +62,8 @@ def test_skipgram_pairs_stay_within_the_window_and_draw_real_negatives(tmp_path)
     stream = task.splits["train"]
     batch = task.pairs(stream, 10, 8, np.random.default_rng(0))
     rows, offsets = batch.ids.numpy(), batch.offsets.numpy()
-    centres = rows[offsets]  # a bag starts with the word's own row
+    assert rows[offsets].tolist() == stream[10:18].tolist()  # one bag per centre, led by the word's own row
+    centres = rows[offsets][batch.bag_of.numpy()]  # each pair's centre
     assert batch.targets.shape == (len(centres), 1 + task.opt.negative)
     window = set(stream[8:20].tolist())
     assert set(centres.tolist()) <= set(stream[10:18].tolist()) and set(batch.targets[:, 0].tolist()) <= window
@@ -95,6 +96,22 @@ def test_every_row_of_a_bag_gets_the_whole_gradient():
     grad = model.input.weight.grad.to_dense()
     torch.testing.assert_close(grad[1], grad[7])
     torch.testing.assert_close(grad[1], model.output.weight[[3, 4]].sum(0))  # d(sum of logits)/dh, whole
+
+
+def test_a_shared_bag_is_one_bag_per_pair():
+    """Skip-gram computes a centre's bag once for all its pairs: the loss and every gradient are those of one
+    bag per pair."""
+    model = FastText(FastTextConfig(dim=4, buckets=10), vocab_size=6)
+    with torch.no_grad():
+        model.output.weight.normal_()
+    ids, offsets = torch.tensor([1, 7, 9, 2, 11]), torch.tensor([0, 3])
+    targets, bag_of = torch.tensor([[3, 4], [5, 1], [2, 2]]), torch.tensor([0, 1, 0])
+    model(ids, offsets, targets, bag_of).square().sum().backward()
+    shared = model.input.weight.grad.to_dense(), model.output.weight.grad.to_dense()
+    model.zero_grad()
+    model(torch.tensor([1, 7, 9, 2, 11, 1, 7, 9]), torch.tensor([0, 3, 5]), targets).square().sum().backward()
+    torch.testing.assert_close(shared[0], model.input.weight.grad.to_dense())
+    torch.testing.assert_close(shared[1], model.output.weight.grad.to_dense())
 
 
 def test_initialisation_is_seeded():

@@ -31,8 +31,8 @@ class FastTextConfig:
 
 
 class FastText(nn.Module):
-    """`forward(ids, offsets, targets) -> logits (B, 1 + K)`: ids (N,) rows of B bags cut at offsets (B,);
-    targets (B, 1 + K) output words (the true one first)."""
+    """`forward(ids, offsets, targets, bag_of=None) -> logits (B, 1 + K)`: ids (N,) rows of C bags cut at offsets
+    (C,); targets (B, 1 + K) output words (the true one first); bag_of (B,) each pair's bag (None: bag b, C = B)."""
 
     Config = FastTextConfig
     # fastText's 5 epochs and linear decay to 0, but row-wise Adagrad: a step sums the gradients of 1,000 centres'
@@ -58,8 +58,10 @@ class FastText(nn.Module):
         mean = total / counts[:, None].to(total.dtype)
         return mean.detach() + (total - total.detach())
 
-    def forward(self, ids: Tensor, offsets: Tensor, targets: Tensor) -> Tensor:
-        h = self.hidden(ids, offsets)  # (B, D)
+    def forward(self, ids: Tensor, offsets: Tensor, targets: Tensor, bag_of: Tensor | None = None) -> Tensor:
+        h = self.hidden(ids, offsets)  # (C, D)
+        if bag_of is not None:  # pairs sharing a bag (skip-gram: a centre's contexts): its gradient is their sum
+            h = h[bag_of]  # (B, D)
         return torch.einsum("bd,bkd->bk", h, self.output(targets))  # (B, 1 + K)
 
     @torch.no_grad()

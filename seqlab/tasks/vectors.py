@@ -71,8 +71,9 @@ def char_ngrams(word: str, minn: int, maxn: int) -> list[str]:
 @dataclass
 class Batch:
     ids: Tensor  # (N,) rows of the input bags
-    offsets: Tensor  # (B,) where each bag starts
-    targets: Tensor  # (B, 1 + K) the true output word, then the negatives
+    offsets: Tensor  # (C,) where each bag starts
+    targets: Tensor  # (B, 1 + K) each pair's true output word, then its negatives
+    bag_of: Tensor | None = None  # (B,) the bag of each pair (skip-gram: a centre's bag serves all its pairs)
 
 
 class VectorsTask(CorpusTask):
@@ -215,8 +216,10 @@ class VectorsTask(CorpusTask):
                 pos.append(centres[ok])
                 ctx.append(c[ok])
         pos, ctx = np.concatenate(pos), np.concatenate(ctx)
-        if self.cfg.model_options.mode == "skipgram":
-            rows, offsets = self.bags_of(stream[pos])
+        bag_of = None
+        if self.cfg.model_options.mode == "skipgram":  # each centre's bag once, shared by its pairs
+            rows, offsets = self.bags_of(stream[centres])
+            bag_of = torch.from_numpy(pos - start).to(self.device)
             true = stream[ctx]
         else:  # CBOW: one bag per centre, of its whole window
             order = np.argsort(pos, kind="stable")
@@ -229,7 +232,7 @@ class VectorsTask(CorpusTask):
         targets = np.concatenate([true[:, None], negatives], axis=1)
         dev = self.device
         return Batch(torch.from_numpy(rows).to(dev), torch.from_numpy(offsets).to(dev),
-                     torch.from_numpy(targets).to(dev))
+                     torch.from_numpy(targets).to(dev), bag_of)
 
     def make_batch(self, item: tuple[int, int], split: str = "train") -> Batch:
         epoch, start = item
@@ -239,7 +242,7 @@ class VectorsTask(CorpusTask):
     @staticmethod
     def pair_loss(model: nn.Module, batch: Batch) -> Tensor:
         """The negative-sampling loss of each pair, (B,): -log σ(target) - Σ log σ(-negative)."""
-        logits = model(batch.ids, batch.offsets, batch.targets).float()  # (B, 1 + K)
+        logits = model(batch.ids, batch.offsets, batch.targets, batch.bag_of).float()  # (B, 1 + K)
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1)
