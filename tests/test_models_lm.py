@@ -8,6 +8,8 @@ from seqlab.config import build_dataclass
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS
 from seqlab.models.lm import RNNLM, RNNLMConfig, TransformerLM, TransformerLMConfig
+from seqlab.nn import RotaryEmbedding
+from seqlab.nn.transformer import relu2
 from seqlab.train.checkpoint import load_weights, save_weights
 
 V = 13
@@ -65,19 +67,54 @@ def test_changing_a_later_token_never_changes_earlier_logits(make):
         assert not torch.allclose(a[:, t:], b[:, t:])
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
-def test_kv_cache_equals_full_recompute(positions):
+MODERN = {"positions": "rotary", "qk_norm": True, "activation": "relu2", "softcap": 10.0, "tie_embeddings": False}
+
+
+@pytest.mark.parametrize("options", [{"positions": "learned"}, {"positions": "sinusoidal"}, {"positions": "rotary"},
+                                     MODERN], ids=["learned", "sinusoidal", "rotary", "modern"])
+def test_kv_cache_equals_full_recompute(options):
+    """Prefix, then one token at a time, through the cache's preallocated buffers (grown past their first 8
+    positions): the logits of a full forward pass at every position."""
     torch.manual_seed(0)
-    model = transformer(positions=positions).eval()
-    x = torch.randint(V, (2, 12))
+    model = transformer(max_len=24, **options).eval()
+    x = torch.randint(V, (2, 20))
     full, _ = model(x)
     cache = model.new_state()
+    for c in cache:
+        c.self_attn.capacity = 8
     steps = [model(x[:, :5], cache)[0]]
-    for t in range(5, 12):
+    for t in range(5, 20):
         logits, cache = model(x[:, t : t + 1], cache)
         steps.append(logits)
-    assert len(cache[0].self_attn) == 12
+    assert len(cache[0].self_attn) == 20
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_positions_make_attention_depend_on_distance_only():
+    rotary = RotaryEmbedding(8, max_len=32)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    dots = [(rotary(q, p) * rotary(k, p + 3)).sum().item() for p in (0, 5, 20)]  # key 3 positions later
+    assert dots == pytest.approx([dots[0]] * 3, abs=1e-5)
+    assert (rotary(q, 0) * rotary(k, 1)).sum().item() != pytest.approx(dots[0], abs=1e-4)
+    torch.testing.assert_close(rotary(q, 0), q)  # position 0: no rotation
+    torch.testing.assert_close(rotary(q, 7).norm(), q.norm())  # a rotation keeps lengths
+    with pytest.raises(ConfigError, match="even width"):
+        RotaryEmbedding(7, max_len=4)
+
+
+def test_modern_options_do_what_they_say():
+    torch.manual_seed(0)
+    model = transformer(**MODERN, zero_init=True).eval()
+    x = torch.randint(V, (2, 9))
+    logits, _ = model(x)
+    assert logits.abs().max() < 10.0  # soft-capped
+    assert model.head.weight is not model.embedding.weight and not hasattr(model.positions, "embedding")
+    for layer in model.decoder.layers:  # zero-initialised projections into the residual stream
+        assert not layer.self_attn.out_proj.weight.any() and not layer.ff.linear2.weight.any()
+        assert layer.self_attn.qk_norm and layer.ff.activation is relu2
+    h = model.decoder.norm(model.embedding(x))  # every block starts as the identity
+    torch.testing.assert_close(logits, 10.0 * torch.tanh(model.head(h) / 10.0))
+    assert torch.equal(relu2(torch.tensor([-2.0, 0.5, 3.0])), torch.tensor([0.0, 0.25, 9.0]))
 
 
 def test_transformer_context_is_limited_to_max_len():
@@ -113,14 +150,17 @@ def test_untied_weights_are_separate():
     (RNNLMConfig, {"tie_embeddings": True, "dim": 8, "hidden": 16}, "dim"),
     (RNNLMConfig, {"dropout": 1.0}, "dropout"),
     (TransformerLMConfig, {"dim": 10, "heads": 3}, "divisible"),
-    (TransformerLMConfig, {"positions": "rotary"}, "positions"),
+    (TransformerLMConfig, {"positions": "alibi"}, "positions"),
+    (TransformerLMConfig, {"activation": "swiglu"}, "activation"),
+    (TransformerLMConfig, {"softcap": 0}, "softcap"),
 ])
 def test_bad_options_are_config_errors(cls, values, match):
     with pytest.raises(ConfigError, match=match):
         build_dataclass(cls, values, "model")
 
 
-@pytest.mark.parametrize("make", [lambda: rnn(hidden=32), lambda: transformer(dim=32, heads=4)])
+@pytest.mark.parametrize("make", [lambda: rnn(hidden=32), lambda: transformer(dim=32, heads=4),
+                                  lambda: transformer(dim=32, heads=4, **MODERN)], ids=["rnn", "transformer", "modern"])
 def test_tiny_overfit(make):
     """A few sequences are learned by heart: the loss goes to ~0."""
     torch.manual_seed(0)
@@ -137,7 +177,8 @@ def test_tiny_overfit(make):
     assert loss.item() < 0.05
 
 
-@pytest.mark.parametrize("make", [rnn, transformer])
+@pytest.mark.parametrize("make", [rnn, transformer, lambda: transformer(**MODERN)],
+                         ids=["rnn", "transformer", "modern"])
 def test_same_seed_same_model(make):
     x = torch.randint(V, (2, 6))
     torch.manual_seed(3)

@@ -61,9 +61,8 @@ def _close(a, b):
 def _assert_same_grads(ours, ref, inputs_ours, inputs_ref):
     for a, b in zip(inputs_ours, inputs_ref, strict=True):
         _close(a.grad, b.grad)
-    for i, proj in enumerate((ours.q_proj, ours.k_proj, ours.v_proj)):
-        _close(proj.weight.grad, ref.in_proj_weight.grad.chunk(3)[i])
-        _close(proj.bias.grad, ref.in_proj_bias.grad.chunk(3)[i])
+    _close(ours.in_proj.weight.grad, ref.in_proj_weight.grad)
+    _close(ours.in_proj.bias.grad, ref.in_proj_bias.grad)
     _close(ours.out_proj.weight.grad, ref.out_proj.weight.grad)
     _close(ours.out_proj.bias.grad, ref.out_proj.bias.grad)
 

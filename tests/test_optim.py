@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from seqlab.errors import ConfigError
 from seqlab.train.config import TrainConfig
 from seqlab.train.optim import Schedule, build_optimizer, lr_factor
 
@@ -137,3 +138,89 @@ def test_adagrad_refuses_weight_decay_on_sparse_rows_and_round_trips_its_state()
     again = build_optimizer(model, TrainConfig(optimizer="adagrad", lr=0.1))
     again.load_state_dict(opt.state_dict())
     assert all(torch.equal(again.optimizers[0].sums[k], v) for k, v in opt.optimizers[0].sums.items())
+
+
+def _lm(**kw):
+    from seqlab.models.lm import TransformerLM, TransformerLMConfig
+
+    torch.manual_seed(0)
+    return TransformerLM(TransformerLMConfig(dim=16, heads=2, layers=2, **kw), vocab_size=11, max_len=8)
+
+
+def _lm_step(model, opt, schedule=None):
+    x = torch.randint(11, (4, 8), generator=torch.Generator().manual_seed(1))
+    logits, _ = model(x[:, :-1])
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if schedule is not None:
+        schedule.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(tied):
+    model = _lm(tie_embeddings=tied)
+    opt = build_optimizer(model, TrainConfig(optimizer="muon", lr=0.01, muon_lr=0.05, weight_decay=0.1))
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    matrices = sorted(names[id(p)] for g in muon.param_groups for p in g["params"])
+    assert matrices == sorted(n for n, p in model.named_parameters() if n.startswith("decoder.layers") and p.dim() == 2)
+    rest = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    assert "embedding.weight" in rest and ("head.weight" in rest) is not tied
+    assert len(rest) + len(matrices) == len(names)
+    assert muon.param_groups[0]["lr"] == 0.05 and adamw.param_groups[0]["lr"] == 0.01
+    schedule = Schedule(opt, lambda s: 0.5)  # a schedule scales both optimisers' rates
+    assert muon.param_groups[0]["lr"] == 0.025 and adamw.param_groups[0]["lr"] == 0.005
+    losses = [_lm_step(model, opt) for _ in range(30)]
+    assert losses[-1] < losses[0] - 0.5  # it learns
+    again = _lm(tie_embeddings=tied)
+    opt2 = build_optimizer(again, TrainConfig(optimizer="muon", lr=0.01, muon_lr=0.05, weight_decay=0.1))
+    Schedule(opt2, lambda s: 0.5)
+    again.load_state_dict(model.state_dict())
+    opt2.load_state_dict(opt.state_dict())  # resumes: the next steps are equal
+    assert _lm_step(model, opt, schedule) == _lm_step(again, opt2)
+
+
+def test_muon_refuses_sparse_embeddings():
+    model = nn.EmbeddingBag(10, 4, sparse=True)
+    with pytest.raises(ConfigError, match="muon"):
+        build_optimizer(model, TrainConfig(optimizer="muon"))
+
+
+def test_an_optimizer_state_of_separate_qkv_projections_is_stacked():
+    """seqlab 0.2.0 trained W^Q, W^K, W^V as three modules: the AdamW state saved then (moments per matrix, in
+    the old parameter order) is the state of today's stacked in_proj, so a resumed run continues exactly."""
+    from seqlab.train.optim import stack_optimizer_state
+
+    model = _lm(tie_embeddings=False)
+    cfg = TrainConfig(optimizer="adamw", lr=0.01)
+    opt = build_optimizer(model, cfg)
+    for _ in range(3):
+        _lm_step(model, opt)
+    today = opt.state_dict()
+    names = [n for n, _ in model.named_parameters()]
+    old = []  # (old name, today's name, its third of in_proj), in the old model's order: module by module
+    for n in names:
+        head, _, kind = n.rpartition(".")
+        if head.endswith(".in_proj") and kind == "weight":
+            prefix = head.removesuffix(".in_proj")
+            old += [(f"{prefix}.{m}.{k}", f"{head}.{k}", i) for i, m in enumerate(("q_proj", "k_proj", "v_proj"))
+                    for k in ("weight", "bias")]
+        elif not head.endswith(".in_proj"):
+            old.append((n, n, None))
+    D = 16
+    state = {}
+    for k, (_, new, third) in enumerate(old):
+        saved = today[0]["state"][names.index(new)]
+        state[k] = {key: v[third * D:(third + 1) * D] if third is not None and torch.is_tensor(v) and v.dim() else v
+                    for key, v in saved.items()}
+    old_state = [{"state": state, "param_groups": [{**today[0]["param_groups"][0], "params": list(range(len(old)))}]}]
+    fresh = build_optimizer(model, cfg)
+    stacked = stack_optimizer_state(fresh, model, old_state)
+    for i, s in today[0]["state"].items():
+        for key, v in s.items():
+            torch.testing.assert_close(stacked[0]["state"][i][key], v)
+    assert stack_optimizer_state(fresh, model, today) == today  # today's state is left as it is

@@ -30,6 +30,7 @@ from seqlab.nn import (
     LearnedPositionalEmbedding,
     RNNEncoder,
     RNNState,
+    RotaryEmbedding,
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
@@ -96,9 +97,14 @@ class TransformerLMConfig:
     layers: Positive = 4  # stacked recurrent (or Transformer) layers
     ff_dim: Positive | None = None  # inner width of each feed-forward sub-layer (None: 4 * dim)
     dropout: Dropout = 0.0  # on embeddings, sub-layers and the residual stream
-    positions: Literal["learned", "sinusoidal"] = "learned"  # position encodings
-    tie_embeddings: bool = True  # the output layer reuses the embedding matrix
+    positions: Literal["learned", "sinusoidal", "rotary"] = "learned"  # rotary: RoPE on queries and keys
+    tie_embeddings: bool = True  # the output layer reuses the embedding matrix (false: an untied head)
     norm_first: bool = True  # pre-LN (GPT-2); False: the paper's post-LN
+    # Options of the small-model speedrun literature (modded-nanogpt), each measured in docs/benchmarks.md:
+    activation: Literal["gelu", "relu", "relu2"] = "gelu"  # of the feed-forward sub-layers (relu2: ReLU squared)
+    qk_norm: bool = False  # RMS-normalise queries and keys per head before their dot product
+    zero_init: bool = False  # the projections into the residual stream start at zero (each block the identity)
+    softcap: PositiveFloat | None = None  # logits = softcap * tanh(logits / softcap) (None: as they are)
 
     def validate(self) -> None:
         if self.dim % self.heads:
@@ -118,22 +124,27 @@ class TransformerLM(nn.Module):
             raise ConfigError("the transformer language model needs a context length (task.bptt)")
         self.max_len = max_len
         D = cfg.dim
+        self.softcap = cfg.softcap
         self.embedding = nn.Embedding(vocab_size, D)
+        rotary = None
         if cfg.positions == "learned":
             self.positions = LearnedPositionalEmbedding(max_len, D, cfg.dropout)
-        else:
+        elif cfg.positions == "sinusoidal":
             self.positions = SinusoidalPositionalEncoding(D, max_len, cfg.dropout)
-        self.decoder = TransformerDecoder(cfg.layers, D, cfg.heads, cfg.ff_dim or 4 * D, cfg.dropout, "gelu",
-                                          cfg.norm_first, cross_attention=False)
+        else:  # positions enter in attention only; the embeddings are dropped out as the others do
+            self.positions, rotary = nn.Dropout(cfg.dropout), RotaryEmbedding(D // cfg.heads, max_len)
+        self.decoder = TransformerDecoder(cfg.layers, D, cfg.heads, cfg.ff_dim or 4 * D, cfg.dropout,
+                                          cfg.activation, cfg.norm_first, cross_attention=False,
+                                          qk_norm=cfg.qk_norm, rotary=rotary)
         self.head = nn.Linear(D, vocab_size, bias=False)
-        self._init_weights(cfg.layers)
+        self._init_weights(cfg.layers, cfg.zero_init)
         if cfg.tie_embeddings:
             self.head.weight = self.embedding.weight
 
     @torch.no_grad()
-    def _init_weights(self, layers: int) -> None:
+    def _init_weights(self, layers: int, zero: bool = False) -> None:
         """GPT-2's: weights N(0, 0.02), biases 0, and the projections that feed the residual stream scaled
-        by 1/sqrt(2 * layers) so that its variance does not grow with depth."""
+        by 1/sqrt(2 * layers) so that its variance does not grow with depth (zero: those start at 0)."""
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
@@ -141,7 +152,7 @@ class TransformerLM(nn.Module):
                 nn.init.zeros_(m.bias)
         for layer in self.decoder.layers:
             for proj in (layer.self_attn.out_proj, layer.ff.linear2):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * layers))
+                nn.init.normal_(proj.weight, std=0.0 if zero else 0.02 / math.sqrt(2 * layers))
 
     def new_state(self) -> list[DecoderLayerCache]:
         """An empty KV cache (one per layer) for incremental decoding."""
@@ -153,6 +164,10 @@ class TransformerLM(nn.Module):
         """tokens: (B, T) -> (logits (B, T, V), state). With a cache, `tokens` are the positions after the
         cached ones (offset = cached length) and the cache is returned grown by T."""
         offset = 0 if state is None else len(state[0].self_attn)
-        x = self.positions(self.embedding(tokens), offset)  # (B, T, D)
+        x = self.embedding(tokens)  # (B, T, D)
+        x = self.positions(x) if isinstance(self.positions, nn.Dropout) else self.positions(x, offset)
         x, _ = self.decoder(x, cache=state)  # causal self-attention only
-        return self.head(x), state
+        logits = self.head(x)  # (B, T, V)
+        if self.softcap:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits, state

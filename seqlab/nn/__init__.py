@@ -11,7 +11,7 @@ from seqlab.nn.attention import (
 )
 from seqlab.nn.cnn import CharCNN, ConvBlock2d, NgramConv1d
 from seqlab.nn.masks import causal_mask, masked_softmax, padding_mask
-from seqlab.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from seqlab.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
 from seqlab.nn.rnn import RNNEncoder, RNNState, pool_sequence
 from seqlab.nn.transformer import (
     DecoderLayerCache,
@@ -36,6 +36,7 @@ __all__ = [
     "NgramConv1d",
     "RNNEncoder",
     "RNNState",
+    "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
     "TransformerDecoder",
     "TransformerDecoderLayer",

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn.masks import causal_mask, masked_softmax
+from seqlab.nn.positional import RotaryEmbedding
 
 
 def _merge_masks(
@@ -75,15 +76,17 @@ def scaled_dot_product_attention(
 class KVCache:
     """Keys and values of one attention layer kept across decoding steps, each (B, H, T, dh).
 
-    static=False (self-attention): every call appends the new positions' keys/values, so a new token
-    attends to all earlier ones without recomputing them. static=True (cross-attention): the first
+    static=False (self-attention): every call writes the new positions' keys/values after the cached ones,
+    into buffers preallocated for `capacity` positions (doubled when full: no concatenation per token), so a
+    new token attends to all earlier ones without recomputing them. static=True (cross-attention): the first
     call stores the projected memory and later calls reuse it without projecting it again.
     """
 
-    def __init__(self, static: bool = False):
-        self.static = static
-        self.k: Tensor | None = None
+    def __init__(self, static: bool = False, capacity: int = 64):
+        self.static, self.capacity = static, capacity
+        self.k: Tensor | None = None  # (B, H, T, dh): views of the first T positions of the buffers
         self.v: Tensor | None = None
+        self._buffers: tuple[Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
         """Number of cached positions T (the positional offset of the next token)."""
@@ -91,34 +94,57 @@ class KVCache:
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add k, v: (B, H, t, dh) after the cached positions; return all of them, (B, H, T + t, dh)."""
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
+        if self.static:
+            self.k, self.v = k, v
+            return k, v
+        T, t = len(self), k.size(2)
+        if self._buffers is None or T + t > self._buffers[0].size(2):
+            size = max(self.capacity, 2 * (T + t))
+            buffers = tuple(x.new_empty(x.shape[0], x.shape[1], size, x.shape[3]) for x in (k, v))
+            if T:
+                buffers[0][:, :, :T], buffers[1][:, :, :T] = self.k, self.v
+            self._buffers = buffers
+        bk, bv = self._buffers
+        bk[:, :, T:T + t], bv[:, :, T:T + t] = k, v
+        self.k, self.v = bk[:, :, :T + t], bv[:, :, :T + t]
+        return self.k, self.v
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (B',) in that order, e.g. the surviving hypotheses of a beam search."""
         if self.k is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+            if self._buffers is not None:
+                self._buffers = tuple(b.index_select(0, index) for b in self._buffers)
+                self.k, self.v = self._buffers[0][:, :, :len(self)], self._buffers[1][:, :, :len(self)]
+            else:
+                self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: H parallel scaled dot-product attentions over different learned projections
-    of query, key and value; the heads' outputs are concatenated and projected by W^O (`out_proj`)."""
+    of query, key and value; the heads' outputs are concatenated and projected by W^O (`out_proj`).
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    W^Q, W^K, W^V are stacked in one (3D, D) projection `in_proj` (as torch's `in_proj_weight`): a
+    self-attention call (query is key is value) makes one matmul for all three; cross-attention projects
+    the query with the first D rows and the memory with the other 2D. Options of the speedrun literature:
+    `qk_norm` (queries and keys RMS-normalised per head before the dot product: bounded logits) and
+    `rotary` (a `RotaryEmbedding` applied to queries and keys, at the cache's offset when decoding).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 qk_norm: bool = False, rotary: RotaryEmbedding | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_heads, self.dropout = d_model, n_heads, dropout
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.d_model, self.n_heads, self.dropout, self.qk_norm = d_model, n_heads, dropout, qk_norm
+        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = rotary
+        self._register_load_state_dict_pre_hook(_stack_projections, with_module=True)
 
-    def _split_heads(self, x: Tensor) -> Tensor:
+    def _heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
+        """(B, T, n * D) -> n tensors (B, H, T, dh)."""
         B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, -1).transpose(1, 2)  # (B, T, D) -> (B, H, T, dh)
+        return x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(
         self,
@@ -138,14 +164,28 @@ class MultiHeadAttention(nn.Module):
         and attn_mask then cover all of them, and is_causal lets query i see every cached key.
         """
         B, Tq, D = query.shape
-        q = self._split_heads(self.q_proj(query))  # (B, H, Tq, dh)
+        W, b = self.in_proj.weight, self.in_proj.bias
+        offset = 0 if cache is None or cache.static else len(cache)
         if cache is not None and cache.static and len(cache):
-            k, v = cache.k, cache.v
+            (q,), k, v = self._heads(F.linear(query, W[:D], None if b is None else b[:D]), 1), cache.k, cache.v
+        elif query is key and key is value:
+            q, k, v = self._heads(self.in_proj(query), 3)  # (B, H, Tq, dh) each
         else:
-            k = self._split_heads(self.k_proj(key))  # (B, H, Tk, dh)
-            v = self._split_heads(self.v_proj(value))
+            (q,) = self._heads(F.linear(query, W[:D], None if b is None else b[:D]), 1)
+            k, v = self._heads(F.linear(key, W[D:], None if b is None else b[D:]), 2) if key is value else (
+                self._heads(F.linear(key, W[D:2 * D], None if b is None else b[D:2 * D]), 1)[0],
+                self._heads(F.linear(value, W[2 * D:], None if b is None else b[2 * D:]), 1)[0])
+        if not (cache is not None and cache.static and len(cache)):
+            if self.qk_norm:
+                k = F.rms_norm(k, (k.size(-1),))
+            if self.rotary is not None:
+                k = self.rotary(k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)
+        if self.qk_norm:
+            q = F.rms_norm(q, (q.size(-1),))
+        if self.rotary is not None:
+            q = self.rotary(q, offset)
         out, weights = scaled_dot_product_attention(
             q, k, v, attn_mask, key_padding_mask, is_causal,
             dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights,
@@ -156,15 +196,26 @@ class MultiHeadAttention(nn.Module):
     @torch.no_grad()
     def load_from_torch(self, module: nn.MultiheadAttention) -> None:
         """Copy the weights of torch's `nn.MultiheadAttention` (same d_model and heads): its packed
-        `in_proj_weight` (3D, D) holds W^Q, W^K, W^V stacked in that order."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        for proj, weight in zip(projections, module.in_proj_weight.chunk(3), strict=True):
-            proj.weight.copy_(weight)
+        `in_proj_weight` (3D, D) holds W^Q, W^K, W^V stacked in that order, as `in_proj` does."""
+        self.in_proj.weight.copy_(module.in_proj_weight)
         self.out_proj.weight.copy_(module.out_proj.weight)
         if module.in_proj_bias is not None:
-            for proj, bias in zip(projections, module.in_proj_bias.chunk(3), strict=True):
-                proj.bias.copy_(bias)
+            self.in_proj.bias.copy_(module.in_proj_bias)
             self.out_proj.bias.copy_(module.out_proj.bias)
+
+
+# Checkpoints written before the fused projection (seqlab 0.2.0 and older) hold W^Q, W^K, W^V as three
+# modules: they are stacked, in that order, as such weights load (and the optimiser's state with them,
+# `seqlab.train.optim.stack_optimizer_state`; tests/test_migration.py loads and resumes such runs).
+STACKED = {"in_proj": ("q_proj", "k_proj", "v_proj")}
+
+
+def _stack_projections(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    for new, olds in STACKED.items():
+        for kind in ("weight", "bias"):
+            names = [f"{prefix}{old}.{kind}" for old in olds]
+            if all(n in state_dict for n in names):
+                state_dict[f"{prefix}{new}.{kind}"] = torch.cat([state_dict.pop(n) for n in names])
 
 
 def _attend(scores: Tensor, keys: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor]:

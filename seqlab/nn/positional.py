@@ -1,7 +1,8 @@
 """Positional encodings: attention alone is blind to order, so each position adds a vector of its own.
 
-Both modules take x: (B, T, D) and return x + P[offset : offset + T] (then dropout); `offset` is the
-position of the first of the T tokens, i.e. the number of tokens already decoded.
+The additive ones take x: (B, T, D) and return x + P[offset : offset + T] (then dropout); `offset` is the
+position of the first of the T tokens, i.e. the number of tokens already decoded. `RotaryEmbedding` instead
+rotates attention's queries and keys, (B, H, T, dh), by angles that grow with the position.
 """
 
 from __future__ import annotations
@@ -61,3 +62,28 @@ class LearnedPositionalEmbedding(nn.Module):
         _check_length(offset, T, self.max_len)
         positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
         return self.dropout(x + self.embedding(positions))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al., 2021; RoFormer): each pair of channels (i, i + dh/2) of a query or
+    key at position p is rotated by the angle p * base^(-2i/dh), so q·k depends on the distance between the two
+    positions only. A buffer, not a parameter (a pure function of the shape)."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ConfigError(f"rotary positions need an even width per head, got {head_dim}")
+        inverse = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (dh/2,)
+        angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inverse  # (max_len, dh/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x: (B, H, T, dh) at positions offset..offset+T-1 -> (B, H, T, dh) rotated."""
+        T = x.size(-2)
+        if offset + T > self.cos.size(0):
+            raise ConfigError(f"sequence reaches position {offset + T} but the rotary table has "
+                              f"max_len={self.cos.size(0)}; raise max_len or shorten the input")
+        cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

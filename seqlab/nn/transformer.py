@@ -17,8 +17,15 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn.attention import KVCache, MultiHeadAttention
+from seqlab.nn.positional import RotaryEmbedding
 
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+def relu2(x: Tensor) -> Tensor:
+    """ReLU squared (So et al., 2021, Primer; modded-nanogpt's MLP)."""
+    return F.relu(x).square()
+
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "relu2": relu2}
 
 
 class FeedForward(nn.Module):
@@ -148,10 +155,11 @@ class TransformerDecoderLayer(nn.Module):
     (GPT) block of a language model."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, activation: str = "relu",
-                 norm_first: bool = False, cross_attention: bool = True):
+                 norm_first: bool = False, cross_attention: bool = True, qk_norm: bool = False,
+                 rotary: RotaryEmbedding | None = None):
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, qk_norm=qk_norm, rotary=rotary)
         self.norm1, self.dropout1 = nn.LayerNorm(d_model), nn.Dropout(dropout)
         if cross_attention:
             self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
@@ -206,10 +214,13 @@ class TransformerDecoder(nn.Module):
     """A stack of n_layers decoder layers (plus a final LayerNorm when norm_first)."""
 
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
-                 activation: str = "relu", norm_first: bool = False, cross_attention: bool = True):
+                 activation: str = "relu", norm_first: bool = False, cross_attention: bool = True,
+                 qk_norm: bool = False, rotary: RotaryEmbedding | None = None):
+        """qk_norm and rotary (one table shared by every layer's self-attention): see `MultiHeadAttention`."""
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, cross_attention)
+            TransformerDecoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, cross_attention,
+                                    qk_norm, rotary)
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model) if norm_first else None

@@ -19,7 +19,10 @@ class TrainConfig:
     max_steps: Positive | None = None  # stop after this many optimiser steps (None: run all epochs)
     max_seconds: PositiveFloat | None = None  # stop training after this many seconds (None: no limit); the
     # epoch it cuts is evaluated, the best weights kept (`seqlab tune` gives each trial what its budget has left)
-    optimizer: Literal["sgd", "adam", "adamw", "adagrad"] = "sgd"  # sgd: the lecture's; adagrad: row-wise if sparse
+    optimizer: Literal["sgd", "adam", "adamw", "adagrad", "muon"] = "sgd"  # sgd: the lecture's; adagrad: row-wise
+    # if sparse; muon: torch's Muon for the hidden layers' matrices, AdamW (lr, betas, weight decay) for the rest
+    muon_lr: PositiveFloat = 0.02  # muon: the matrices' learning rate (the peak; the schedule scales it as lr)
+    muon_momentum: NonNegativeFloat = 0.95  # muon: Nesterov momentum of the matrices' updates
     lr: PositiveFloat = 4.0  # learning rate (the peak, with a schedule)
     momentum: NonNegativeFloat = 0.0  # sgd
     weight_decay: NonNegativeFloat = 0.0  # L2 (sgd, adam, adagrad) or decoupled (adamw) weight decay
@@ -54,5 +57,7 @@ class TrainConfig:
     def validate(self) -> None:
         if self.betas is not None and len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas!r}")
+        if self.muon_momentum >= 1:
+            raise ConfigError(f"train.muon_momentum must be below 1, got {self.muon_momentum}")
         if self.layer_lr_decay != 1.0 and self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.layer_lr_decay takes train.optimizer=adam or adamw, got {self.optimizer}")

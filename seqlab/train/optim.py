@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from seqlab.errors import ConfigError
+from seqlab.nn.attention import STACKED
 from seqlab.train.config import TrainConfig
 
 
@@ -127,6 +128,64 @@ class Adagrad:
         self.param_groups[0].update(state["group"])
 
 
+def _unfused(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Today's parameter names -> (the names the model had before `STACKED` modules were fused, in its order:
+    module by module, q_proj.weight, q_proj.bias, k_proj.weight, ...; {today's name: the old names stacked
+    into it})."""
+    order: list[str] = []
+    sources: dict[str, list[str]] = {}
+    i = 0
+    while i < len(names):
+        head = names[i].rpartition(".")[0]
+        prefix, _, module = head.rpartition(".")
+        j = i + 1
+        if module not in STACKED:
+            order.append(names[i])
+            sources[names[i]] = [names[i]]
+            i = j
+            continue
+        while j < len(names) and names[j].rpartition(".")[0] == head:
+            j += 1
+        kinds = [n.rpartition(".")[2] for n in names[i:j]]
+        olds = [f"{prefix}.{o}" if prefix else o for o in STACKED[module]]
+        order += [f"{o}.{k}" for o in olds for k in kinds]
+        sources.update({n: [f"{o}.{k}" for o in olds] for n, k in zip(names[i:j], kinds, strict=True)})
+        i = j
+    return order, sources
+
+
+def stack_optimizer_state(optimizers: Optimizers, model: nn.Module, states: list[dict]) -> list[dict]:
+    """The saved states of optimisers built before `STACKED` modules were fused (seqlab 0.2.0: q_proj, k_proj,
+    v_proj; today one in_proj), renumbered for today's parameters, their per-parameter tensors stacked as the
+    weights are. A state that already fits (or holds another number of parameters) is returned as it is."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for opt, state in zip(optimizers.optimizers, states, strict=True):
+        new_names = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+        order, sources = _unfused(new_names)
+        key = next((k for k in ("state", "momentum_buffers", "sums") if k in state), None)  # torch's, SGD, Adagrad
+        saved = state.get("param_groups")
+        if (len(order) == len(new_names) or key is None
+                or (saved is not None and sum(len(g["params"]) for g in saved) != len(order))):
+            out.append(state)
+            continue
+        where = {n: k for k, n in enumerate(order)}
+        moved: dict[int, object] = {}
+        for i, name in enumerate(new_names):
+            parts = [state[key][where[o]] for o in sources[name] if where[o] in state[key]]
+            if not parts:
+                continue
+            moved[i] = ({k: torch.cat([q[k] for q in parts]) if torch.is_tensor(v) and v.dim() else v
+                         for k, v in parts[0].items()} if isinstance(parts[0], dict) else torch.cat(parts))
+        state = {**state, key: moved}
+        if saved is not None:  # renumber the groups: today's parameters, in order
+            sizes = [len(g["params"]) for g in opt.param_groups]
+            state["param_groups"] = [{**g, "params": list(range(sum(sizes[:k]), sum(sizes[:k + 1])))}
+                                     for k, g in enumerate(saved)]
+        out.append(state)
+    return out
+
+
 class Optimizers:
     """One or two torch optimisers (dense, sparse) driven as one."""
 
@@ -185,6 +244,14 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups
 
 
+def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What Muon trains (Jordan et al., 2024): the 2-D weight matrices of the hidden layers. The embeddings,
+    positions, the output layer (tied or not), biases and norm gains go to AdamW, as in modded-nanogpt."""
+    groups = layer_groups(model)
+    outer = {id(p) for g in (groups[0], groups[-1]) for p in g}
+    return [p for p in model.parameters() if p.requires_grad and p.dim() == 2 and id(p) not in outer]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
     sparse_ids = sparse_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -202,8 +269,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
                               "train.weight_decay=0, or model.sparse=false")
         return Optimizers([Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, sparse=sparse_ids)])
     opts = []
+    if cfg.optimizer == "muon":
+        if sparse:
+            raise ConfigError("train.optimizer=muon takes dense embeddings: set model.sparse=false")
+        matrices = {id(p) for p in muon_parameters(model)}
+        opts.append(torch.optim.Muon([p for p in dense if id(p) in matrices], lr=cfg.muon_lr,
+                                     momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay))
+        dense = [p for p in dense if id(p) not in matrices]
     if dense:
-        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        cls = torch.optim.AdamW if cfg.optimizer in ("adamw", "muon") else torch.optim.Adam
         # torch's fused kernel (one pass over all tensors) on CPU and CUDA: 6% of a step of the 4 x 128 decoder
         # here (bench/bench_nanogpt.py); elsewhere the default implementation
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in dense)

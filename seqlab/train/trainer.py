@@ -34,7 +34,7 @@ from seqlab.train import distributed as D
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
 from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
-from seqlab.train.optim import Schedule, build_optimizer, layer_groups, lr_factor
+from seqlab.train.optim import Schedule, build_optimizer, layer_groups, lr_factor, stack_optimizer_state
 
 LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char"}
 
@@ -258,7 +258,7 @@ class Trainer:
                   "skipped_steps", "finished"):
             setattr(self, k, state[k])
         self.epoch_sums = dict(state["epoch_sums"]) if self.main else {}  # rank 0 saved the sums of all ranks
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(stack_optimizer_state(self.optimizer, self.model, state["optimizer"]))
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
