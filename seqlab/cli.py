@@ -121,10 +121,27 @@ def _load(a: argparse.Namespace, verb: str):
     return predictor
 
 
+def _image_inputs(paths: list[str]) -> list[str]:
+    """Image files and folders -> the image files (folders recursively, by extension; see
+    `seqlab.data.images.image_files`), with a note on stderr for each folder's skipped non-image files. Every
+    image is decoded before anything is printed: one unreadable file stops all with its name (exit 2)."""
+    from seqlab.data.images import image_files
+
+    files, skipped = image_files(paths)
+    for folder, other in skipped.items():
+        shown = ", ".join(Path(f).relative_to(folder).as_posix() for f in other[:3])
+        more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+        _note(f"{folder}: skipped {len(other)} file{'s' if len(other) > 1 else ''} without an image extension "
+              f"({shown}{more})")
+    return files
+
+
 def _predict(a: argparse.Namespace, verb: str, items: list, options: dict) -> None:
     """Predict `items` with the run and print one line (or JSON object) per item; with `--plot-attention`
     draw each item's attention, with `--explain` print each token's weight."""
     predictor = _load(a, verb)
+    if predictor.inputs.kind == "image":
+        items = _image_inputs(items)
     plot = getattr(a, "plot_attention", None)
     if plot is not None:
         from seqlab.report.attention import check_plot_path
@@ -346,7 +363,7 @@ def _inputs_arguments(r: argparse.ArgumentParser, what: str) -> None:
 
 
 def _predict_arguments(r: argparse.ArgumentParser) -> None:
-    _inputs_arguments(r, "texts (or image files, or prompts) to predict on")
+    _inputs_arguments(r, "texts (or image files and folders of them, or prompts) to predict on")
     r.add_argument("--top-k", type=int, help="labels (tags) to return per input, best first (default 1)")
     r.add_argument("--threshold", type=float,
                    help="also print the labels whose probability reaches it (multi-label runs: each label's "
@@ -383,7 +400,10 @@ def _nearest_arguments(n: argparse.ArgumentParser) -> None:
 
 def _caption_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("run_dir", help="a captioning run directory")
-    c.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    c.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files (any size and mode: greyscale, transparent on white, 16-bit, CMYK, EXIF-"
+                        "rotated), or folders: every image file under them, recursively, sorted (other files "
+                        "skipped with a note); an unreadable image stops all before any output (exit 2)")
     c.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1: greedy)")
     c.add_argument("--plot-attention", metavar="OUT.png",
                    help="draw each word's attention over the picture (OUT-1.png, ... for several images)")

@@ -13,12 +13,12 @@ import os
 import struct
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seqlab.errors import ConfigError, DataError, ImageTooLarge
 
@@ -143,15 +143,48 @@ def _size_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return hw
 
 
+# modes `Image.reduce` averages correctly (premultiplying alpha); palettes, bilevel and 16-bit pictures are made RGB
+# first (`to_rgb`)
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F")
+# EXIF orientation (tag 0x0112) -> the transposition that makes the picture upright, as ImageOps.exif_transpose
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> "RGB", as the picture is seen: 16- and 32-bit integer pixels (16-bit PNG greys,
+    `I;16`/`I`) scaled to 8 bits (Pillow's own conversion clips them, so they come out white), float pixels
+    (`F`) read as [0, 1] when they are, else clipped to [0, 255]; transparency (RGBA, LA, PA, a palette or tRNS
+    transparent colour) composited on white; CMYK, YCbCr, palettes... by Pillow's `convert`."""
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16"):
+            a = a / 257.0  # 65535 -> 255
+        elif im.mode == "I" and a.size and a.max() > 255:
+            a = a / 257.0 if a.min() >= 0 and a.max() <= 65535 else (a - a.min()) * (255.0 / max(np.ptp(a), 1.0))
+        elif im.mode == "F" and a.size and a.min() >= 0.0 and a.max() <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(source: str | os.PathLike | bytes, size: int | tuple[int, int] | None = None, *,
                name: str | None = None, max_pixels: int | None = None, draft: bool = False) -> np.ndarray:
-    """Decode one image file (or its bytes) to RGB `(H, W, 3)` uint8, upright per its EXIF orientation.
+    """Decode one image file (or its bytes) to RGB `(H, W, 3)` uint8, upright per its EXIF orientation, any mode
+    made RGB by `to_rgb` (transparency on white, 16-bit scaled to 8).
 
     `size` (an int for a square, or `(height, width)`) resizes with bilinear filtering (antialiased when
     shrinking); None keeps the original size. `name` labels in-memory bytes in error messages (e.g. the member
-    of a tar file they came from). `max_pixels`: an image whose header announces more pixels is refused
-    (`ImageTooLarge`) before decoding. `draft`: a JPEG much larger than `size` is decoded at 1/2, 1/4 or 1/8
-    of its size by the decoder itself (never below `size`), then resized: far less memory and time.
+    of a tar file they came from). `max_pixels`: an image whose header announces more pixels (for a JPEG in draft
+    mode: more than it is decoded at) is refused (`ImageTooLarge`) before decoding. `draft`: a JPEG much larger
+    than `size` is decoded at 1/2, 1/4 or 1/8 of its size by the decoder itself (never below `size`), another
+    format shrunk by an integer factor (box averages, never below `size`) before its conversion to RGB, then
+    resized: far less memory and time.
     """
     hw = _size_hw(size)
     where = name if isinstance(source, bytes) else os.fspath(source)
@@ -164,18 +197,42 @@ def load_image(source: str | os.PathLike | bytes, size: int | tuple[int, int] | 
             im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         with im:
             width, height = im.size  # from the header: nothing decoded yet
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
-                                    f"{max_pixels:,}", where)
-            if draft and hw is not None:
-                side = max(hw)  # the EXIF rotation may swap the sides: keep both at least `size`
-                im.draft("RGB", (side, side))
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            if draft and hw is not None:  # the EXIF rotation may swap the sides: keep both at least `size`
+                im.draft("RGB", (max(hw), max(hw)))  # a JPEG: decoded at 1/2..1/8 of its size (still nothing decoded)
+            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:  # what decoding would hold
+                drafted = f" (decoded at {im.size[0]}x{im.size[1]})" if im.size != (width, height) else ""
+                raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels{drafted}; the limit "
+                                    f"is {max_pixels:,}", where)
+            factor = min(im.size) // max(hw) if draft and hw is not None else 1
+            if factor >= 2:  # not a JPEG, or one still large: 1/factor by box averages, both sides still >= size
+                im.load()  # (a TIFF is turned upright while loading, and its orientation tag dropped)
+                turn = _ORIENTATION.get(im.getexif().get(0x0112))  # the reduced copy may lose the tag
+                im = (im if im.mode in _REDUCIBLE else to_rgb(im)).reduce(factor)
+                im = im.transpose(turn) if turn is not None else im
+            else:
+                im = ImageOps.exif_transpose(im)
+            im = to_rgb(im)
             if hw is not None and im.size != (hw[1], hw[0]):
                 im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)  # Pillow sizes are (W, H)
             return np.asarray(im, dtype=np.uint8).copy()
+    except UnidentifiedImageError as e:
+        empty = source == b"" if isinstance(source, bytes) else _empty_file(source)
+        why = "an empty file" if empty else f"not an image file that Pillow decodes (such as {_formats()})"
+        raise DataError(f"not a readable image: {why}", where) from e
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise DataError(f"not a readable image: {e}", where) from e
+
+
+def _empty_file(path: str | os.PathLike) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _formats() -> str:
+    """The usual image file extensions, for error messages."""
+    return ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 
 
 @dataclass
@@ -240,3 +297,36 @@ def read_image_folder(root: str | os.PathLike, size: int | tuple[int, int] | Non
         raise DataError("no images found (expected one subfolder per class holding "
                         f"{', '.join(IMAGE_EXTENSIONS)} files)", root)
     return ImageFolder(root, classes, samples, hw)
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str, list[str]]]:
+    """The image files `paths` name, for `seqlab caption` / `predict` on a user's pictures.
+
+    A file is taken as given, whatever its name (decoding it later says when it is not an image); a path that
+    does not exist is passed on too (loading it raises "no such image file" naming it). A folder gives every
+    file under it, recursively, in sorted order, whose extension is one of `IMAGE_EXTENSIONS` (any case);
+    hidden files and folders (a name starting with ".") are left out; other files are skipped and returned,
+    per folder, so that the caller can say so. A folder holding no image is a DataError.
+
+    Returns (the files as strings, in order: the arguments' order, each folder's files sorted; {folder: the
+    skipped files}).
+    """
+    files: list[str] = []
+    skipped: dict[str, list[str]] = {}
+    for given in paths:
+        root = Path(given)
+        if not root.is_dir():
+            files.append(os.fspath(given))
+            continue
+        found, other = [], []
+        for p in sorted(root.rglob("*")):
+            if any(part.startswith(".") for part in p.relative_to(root).parts) or not p.is_file():
+                continue
+            (found if p.suffix.lower() in IMAGE_EXTENSIONS else other).append(str(p))
+        if not found:
+            raise DataError(f"no images in this folder or under it (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                            "files)", root)
+        files.extend(found)
+        if other:
+            skipped[os.fspath(given)] = other
+    return files, skipped

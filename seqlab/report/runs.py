@@ -3,7 +3,9 @@
 For each run, in `OUT/<run name>/`: `curves.png` (train vs valid loss and the run's metric per epoch, from
 metrics.jsonl), for classify/tag/image `confusion.png` and a per-class table (the kept model evaluated on
 the test split, else valid), for translate and caption a few decoded test examples with their attention
-heatmaps (`attention-1.png`...), and `MODEL_CARD.md`. With several runs, `OUT/compare.png` overlays their
+heatmaps (`attention-1.png`...), for runs on pictures (caption, image) `gallery.png`: a grid of the first
+12 test pictures with the model's output and the references (and a link to the run's `captions.txt`, every
+test caption), and `MODEL_CARD.md`. With several runs, `OUT/compare.png` overlays their
 valid curves and the page opens with one comparison table. The page is `OUT/report.md`. matplotlib draws on
 Agg canvases (no display, no global backend switched).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +135,57 @@ def plot_compare(runs: list[RunFacts], path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _picture(item: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An image item, (H, W, 3) or (C, H, W) with C 1 or 3, -> what imshow draws: (H, W, 3), or (H, W) with the
+    grey colour map to use."""
+    a = np.asarray(item)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    return a, ("gray" if a.ndim == 2 else None)
+
+
+def plot_gallery(pictures: list[np.ndarray], outputs: list[str], references: list[list[str] | str],
+                 path: str | os.PathLike, title: str = "", columns: int = 4, width: int = 40) -> Path:
+    """A grid of pictures, each with the model's output (bold) and the references under it (each wrapped to
+    `width` characters): the captions of test images, the labels of test digits. `pictures` are (H, W, 3) or
+    (C, H, W) uint8 arrays."""
+    n = len(pictures)
+    cols = max(1, min(columns, n))
+    rows = max(1, -(-n // cols))
+    refs = [[r] if isinstance(r, str) else list(r) for r in references]
+    texts = []
+    for out, rs in zip(outputs, refs, strict=True):
+        bold = textwrap.wrap(" ".join(out.split()), width) or ["(empty)"]
+        rest = [line for r in rs for line in textwrap.wrap(f"- {' '.join(r.split())}", width, subsequent_indent="  ")]
+        texts.append((bold, rest))
+    line_h = 0.15  # inches per line of text
+    text_h = 0.15 + line_h * max((len(b) + len(r) for b, r in texts), default=1)
+    pic_h, title_h = 2.5, 0.5 if title else 0.1
+    height = rows * (pic_h + text_h) + title_h
+    fig = _figure(2.9 * cols, height)
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[pic_h, text_h] * rows, left=0.02, right=0.98,
+                            bottom=0.01, top=1.0 - title_h / height, hspace=0.04, wspace=0.08)
+    for i, (item, (bold, rest)) in enumerate(zip(pictures, texts, strict=True)):
+        r, c = divmod(i, cols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        image, cmap = _picture(item)
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        tx = fig.add_subplot(grid[2 * r + 1, c])
+        tx.axis("off")
+        tx.text(0.0, 1.0, "\n".join(bold), transform=tx.transAxes, va="top", ha="left", fontsize=8,
+                fontweight="bold")
+        tx.text(0.0, 1.0 - line_h * (len(bold) + 0.3) / text_h, "\n".join(rest), transform=tx.transAxes, va="top",
+                ha="left", fontsize=7, color="#444444")
+    if title:
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.1 / height)
+    fig.savefig(path, dpi=90)
+    return Path(path)
+
+
 def plot_confusion(labels: list[str], matrix: list[list[int]], path: str | os.PathLike,
                    title: str = "") -> Path:
     """Rows gold, columns predicted; colour is the share of the gold row, the number the count."""
@@ -183,15 +237,35 @@ def _per_class_table(per_class: dict) -> list[str]:
     return lines
 
 
-def _samples(facts: RunFacts, predictor, folder: Path, n: int) -> list[str]:
+GALLERY = 12  # pictures in the grid of an image run's report
+
+
+def _samples(facts: RunFacts, predictor, folder: Path, n: int, gallery: int = GALLERY) -> list[str]:
     """A few predictions on the test (else valid) split with their references, and the attention of each
-    where the model has it."""
-    got = predictor.samples(n)
+    where the model has it; for image inputs first a grid of `gallery` pictures with their predictions and
+    references (`gallery.png`), all decoded once."""
+    images = predictor.inputs.kind == "image"
+    got = predictor.samples(max(n, gallery) if images else n)
     if got is None:
         return ["No examples: the run has no test or valid split, or its data cannot be read here."]
     split, samples = got
     beam = f" (beam {predictor.task.opt.beam})" if "beam" in predictor.options else ""
-    lines = [f"Predictions on the {split} split{beam}:", ""]
+    lines = []
+    if images and samples:
+        shown = samples[:gallery]
+        plot_gallery([s["input"] for s in shown], [predictor.format_text(s["result"]) for s in shown],
+                     [s["reference"] for s in shown], folder / "gallery.png",
+                     title=f"{facts.name}: the first {len(shown)} {split} pictures; bold: the model{beam}, "
+                           "then the references")
+        lines += [f"The first {len(shown)} pictures of the {split} split, the model's output{beam} in bold and "
+                  "the references under it:", "", f"![{split} pictures]({facts.name}/gallery.png)", ""]
+        saved = predictor.outputs_file  # the run's own file of every test output, if any
+        table = facts.run_dir / saved if saved else None
+        if table is not None and table.is_file():
+            lines += [f"Every test output with its references: [{saved}]"
+                      f"({Path(os.path.relpath(table.resolve(), folder.parent.resolve())).as_posix()}).", ""]
+    samples = samples[:n]
+    lines += [f"Predictions on the {split} split{beam}:", ""]
     for i, sample in enumerate(samples, 1):
         item, result = sample["input"], sample["result"]
         shown = item if isinstance(item, str) else " ".join(item) if isinstance(item, list) else "(a picture)"

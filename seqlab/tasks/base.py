@@ -356,6 +356,7 @@ class Predictor:
     inputs: ClassVar[Inputs]
     options: ClassVar[dict[str, Option]] = {}
     verb: ClassVar[str] = "predict"  # the CLI verb made for it (`seqlab predict` works for every task)
+    outputs_file: ClassVar[str | None] = None  # a file of the run directory holding every test output (report links it)
     attention: ClassVar[str | None] = None  # tokens | alignment | image: what `attention=True` adds, if anything
 
     def __init__(self, task: Task, model: nn.Module, run_dir: str | Path | None = None):

@@ -18,6 +18,13 @@ of Show, Attend and Tell, mean over captions and grid cells of (1 - sum_t alpha_
 attend. Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all references,
 lowercased) and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best checkpoint), beam
 search on the other splits, with the greedy scores beside.
+
+`captions.txt`: after the test evaluation, the run directory gets the test captions the test metrics scored
+(beam search with `task.beam` and `task.length_penalty`, greedy when beam is 1), as UTF-8 tab-separated values:
+a header line `image  generated  reference_1 .. reference_K` (K: the most references an image has, 5 on
+Flickr8k), then one line per test image in the test split's order: its file name (as the captions file names
+it), the generated caption, its references as read (an image with fewer has empty fields at the end). Tabs
+and line breaks inside a field become spaces. Written atomically; the same run gives the same file.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import math
 import os
 import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -40,6 +48,7 @@ from seqlab.data.batching import Packed
 from seqlab.data.captions import CaptionedImage, ImageSource, load_images, read_captions_jsonl, read_flickr8k_tokens
 from seqlab.data.datasets import DatasetSpec, cache_dir
 from seqlab.data.images import channel_stats, load_image
+from seqlab.data.io import atomic_write_text
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.options import Dropout, NonNegative, NonNegativeFloat, Positive, Range
@@ -48,6 +57,7 @@ from seqlab.tasks.cider import cider_d
 from seqlab.tasks.image import random_shift, standardize
 from seqlab.tasks.sequence import BEAM, SequenceTask, teacher_forcing
 
+CAPTIONS_FILE = "captions.txt"  # the test captions of a run (see the module docstring)
 SPLIT_NAMES = {"train": "train", "valid": "val", "test": "test"}  # trainer's split -> the name in caption files
 _WORDS = re.compile(r"[\w']+|[^\w\s]")
 
@@ -118,6 +128,21 @@ def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[s
     return {**bleu_scores(hyps, refs), "cider": cider_d(hyps, references)[0]}
 
 
+def _field(text: str) -> str:
+    """One TSV field: tabs and line breaks become spaces."""
+    return re.sub(r"[\t\r\n\v\f\x1c-\x1e\x85\u2028\u2029]", " ", text)
+
+
+def captions_table(names: list[str], generated: list[str], references: list[list[str]]) -> str:
+    """The text of `captions.txt` (see the module docstring): a header, then per image its name, its generated
+    caption and its references, tab-separated, padded with empty fields to the most references."""
+    k = max((len(r) for r in references), default=0)
+    lines = ["\t".join(["image", "generated", *(f"reference_{j}" for j in range(1, k + 1))])]
+    for name, gen, refs in zip(names, generated, references, strict=True):
+        lines.append("\t".join(_field(x) for x in [name, gen, *refs, *[""] * (k - len(refs))]))
+    return "\n".join(lines) + "\n"
+
+
 class CaptionTask(SequenceTask):
     """See the module docstring. Built by `seqlab.api` from a resolved Config."""
 
@@ -139,6 +164,7 @@ class CaptionTask(SequenceTask):
         self.std: np.ndarray | None = None
         self.images = self.opt.images  # where the pictures are (a named dataset's, without task.images)
         self._source: ImageSource | None = None
+        self.test_captions: list[str] | None = None  # the test split's captions as the test metrics decoded them
 
     @property
     def target(self) -> TextTokenizer:
@@ -229,6 +255,10 @@ class CaptionTask(SequenceTask):
     def save_artifacts(self, run_dir: str | Path) -> None:
         self.tok.save(Path(run_dir) / "tokenizer.json")
         super().save_artifacts(run_dir)
+        if self.test_captions is not None and "test" in self.splits:  # after the test evaluation
+            sp = self.splits["test"]
+            atomic_write_text(Path(run_dir) / CAPTIONS_FILE, captions_table(sp.names, self.test_captions,
+                                                                            sp.references))
 
     def load_artifacts(self, run_dir: str | Path) -> None:
         self.tok = TextTokenizer.load(Path(run_dir) / "tokenizer.json")
@@ -288,6 +318,16 @@ class CaptionTask(SequenceTask):
         state = model.encode(self.to_input(split.images[index]))
         return state, torch.full((len(index),), self.opt.max_len, device=self.device), None
 
+    def decoded_scores(self, model: nn.Module, split: str, beam: int) -> tuple[dict[str, float], float]:
+        """As SequenceTask's; the test captions decoded as the test metrics use them (`task.beam`) are kept
+        for `captions.txt`."""
+        t0 = time.perf_counter()
+        outputs = self.detokenize(self.decode(model, self.splits[split], beam))
+        speed = len(outputs) / max(time.perf_counter() - t0, 1e-9)
+        if split == "test" and beam == self.opt.beam:
+            self.test_captions = outputs
+        return self.scores(outputs, split), speed
+
     def scores(self, outputs: list[str], split: str) -> dict[str, float]:
         return caption_scores(outputs, self.splits[split].references)
 
@@ -311,6 +351,7 @@ class Captioner(Predictor):
     }
     verb = "caption"
     attention = "image"
+    outputs_file = CAPTIONS_FILE  # every test caption with its references
 
     def load_input(self, image: str | os.PathLike | bytes | np.ndarray) -> np.ndarray:
         """An image file or its bytes (any size), or an RGB (H, W, 3) uint8 array -> (H, W, 3) uint8 at the
