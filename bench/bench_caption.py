@@ -4,8 +4,9 @@
         [--runs runs/bench-caption] [--json bench/results/caption.json] [key=value ...]
 
 Cases: baselines (always run first, seconds), rnn_attention (`flickr8k/rnn_attention`),
-transformer (`flickr8k/transformer`). key=value overrides go to every trained case (e.g.
-train.epochs=4).
+transformer (`flickr8k/transformer`), and each one's image-blind baseline (`rnn_attention_blind`,
+`transformer_blind`: the same with `model.image_blind=true`; run both of a pair to get the gap). key=value
+overrides go to every trained case (e.g. train.epochs=4).
 
 Baselines, scored by the same `caption_scores` as the models (corpus BLEU-1..4 against all five references,
 sacrebleu, lowercased, final periods dropped; CIDEr-D):
@@ -43,7 +44,12 @@ from seqlab.data.captions import ImageSource, load_images, read_captions_jsonl  
 from seqlab.data.datasets import cache_dir  # noqa: E402
 from seqlab.tasks.caption import caption_scores, caption_words  # noqa: E402
 
-CASES = {"rnn_attention": "flickr8k/rnn_attention", "transformer": "flickr8k/transformer"}
+# case -> (preset, its own overrides); a `_blind` case is its preset's image-blind baseline (issue 23): the same
+# decoder and training, the grid a learned constant (`model.image_blind=true`), so its gap to the preset is
+# what the captioner takes from the picture
+CASES = {"rnn_attention": ("flickr8k/rnn_attention", []), "transformer": ("flickr8k/transformer", []),
+         "rnn_attention_blind": ("flickr8k/rnn_attention", ["model.image_blind=true"]),
+         "transformer_blind": ("flickr8k/transformer", ["model.image_blind=true"])}
 CONSENSUS = "a brown and white dog is running on the grass"
 BUDGET_S = 45 * 60
 TARGET_BLEU4 = 12.0
@@ -88,7 +94,8 @@ def baselines() -> dict:
 
 def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
     load_before = load_average()
-    wall, lines = train_preset(CASES[name], overrides, runs / name)
+    preset, own = CASES[name]
+    wall, lines = train_preset(preset, [*overrides, *own], runs / name)
     epochs = [x for x in lines if x["split"] == "train_epoch"]
     valid = [x for x in lines if x["split"] == "valid"]
     test = lines[-1]
@@ -96,7 +103,7 @@ def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
     train_s = sum(x["seconds"] for x in epochs)
     images = sum(x["examples_per_s"] * x["seconds"] for x in epochs)
     return {
-        "preset": CASES[name], "overrides": overrides, "wall_s": wall, "epochs": len(epochs),
+        "preset": preset, "overrides": [*overrides, *own], "wall_s": wall, "epochs": len(epochs),
         "train_images_per_s": images / max(train_s, 1e-9),
         "test": {k: test[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")},
         "test_greedy": {k: test[f"greedy_{k}"] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")},
@@ -131,6 +138,13 @@ def main() -> None:
               f"{r['test']['cider']:.3f} (greedy {r['test_greedy']['cider']:.3f})  wall {r['wall_s'] / 60:.1f} min  "
               f"train {r['train_images_per_s']:.0f} img/s  caption {r['captioning_images_per_s']:.0f} img/s  "
               f"load {r['load_before']:.1f}->{r['load_after']:.1f}", flush=True)
+    for c in cases:
+        seeing = c.removesuffix("_blind")
+        if c.endswith("_blind") and seeing in results:
+            gap = results[f"{seeing}_gap"] = {k: results[seeing]["test"][k] - results[c]["test"][k]
+                                              for k in ("bleu4", "cider")}
+            print(f"{seeing:<16} over its image-blind baseline: BLEU-4 {gap['bleu4']:+.2f}  CIDEr-D "
+                  f"{gap['cider']:+.3f}", flush=True)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(results, indent=1))

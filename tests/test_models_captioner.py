@@ -123,3 +123,27 @@ def test_too_many_blocks_and_missing_torchvision_are_config_errors():
     else:
         with pytest.raises(ConfigError, match="encoder_weights"):
             CaptionRNN(CaptionRNNConfig(encoder="resnet18"), V, PAD, 3, 64)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_image_blind_captioner_never_looks_at_the_picture_but_learns_the_captions(kind):
+    """The baseline of issue 23: the same decoder, its grid a learned constant. Its captions are the same for
+    every picture; trained, it learns the captions' language (one caption per picture: it can fit only one)."""
+    model = make(kind, image_blind=True)
+    assert not [n for n, _ in model.named_parameters() if n.startswith("encoder.net")]
+    tgt = torch.randint(4, V, (2, 5))
+    a = model(torch.randn(2, 3, 16, 16), tgt, torch.tensor([0, 1]))
+    b = model(torch.randn(2, 3, 16, 16) * 5, tgt, torch.tensor([0, 1]))
+    torch.testing.assert_close(a, b)
+    seeing = make(kind)
+    c = seeing(torch.randn(2, 3, 16, 16), tgt, torch.tensor([0, 1]))
+    assert not torch.allclose(c, seeing(torch.randn(2, 3, 16, 16), tgt, torch.tensor([0, 1])))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    tgt_in, tgt_out = torch.tensor([[BOS, 5, 6, 7]] * 3), torch.tensor([[5, 6, 7, EOS]] * 3)
+    for _ in range(100):
+        opt.zero_grad()
+        logits = model(torch.randn(3, 3, 16, 16), tgt_in, torch.arange(3))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1))
+        loss.backward()
+        opt.step()
+    assert model.encoder.constant.grad is not None and loss.item() < 0.05

@@ -52,6 +52,8 @@ class EncoderOptions:
     channels: PositiveInts = field(default_factory=lambda: [32, 64, 128, 256])  # convnet: channels of each block
     encoder_weights: str | None = None  # resnet: a local state-dict file (never downloaded)
     freeze_encoder: bool = False  # resnet: keep the loaded weights fixed
+    image_blind: bool = False  # the grid is one learned constant, whatever the picture: the same decoder as a
+    # caption language model, the baseline that shows how much a captioner uses the image
 
     def validate(self) -> None:
         if not self.channels:
@@ -72,15 +74,20 @@ class GridEncoder(nn.Module):
                                       f"conv blocks (block {i + 1} would have no pixels left)")
                 blocks.append(ConvBlock2d(c, width, 3, 1, 2))
                 c = width
-            self.net: nn.Module = nn.Sequential(*blocks)
+            self.net: nn.Module | None = nn.Sequential(*blocks)
             self.dim, self.grid = c, size * size
         else:
             self.net, self.dim = _torchvision_backbone(opt)
             with torch.no_grad():
                 h = self.net(torch.zeros(1, in_channels, image_size, image_size))
             self.grid = h.size(2) * h.size(3)
+        if opt.image_blind:  # the same grid's shape, learned once and never looking at the picture
+            self.net = None
+            self.constant = nn.Parameter(torch.zeros(self.grid, self.dim))
 
     def forward(self, images: Tensor) -> Tensor:
+        if self.net is None:
+            return self.constant.expand(images.size(0), -1, -1)  # (B, G, D)
         x = self.net(images)  # (B, D, H', W')
         return x.flatten(2).transpose(1, 2)  # (B, H' * W', D)
 
