@@ -144,6 +144,42 @@ def test_truncated_bptt_under_ddp_each_rank_carries_its_own_streams_and_equals_o
     assert all(torch.equal(wr[k], v) for k, v in w2.items())
 
 
+def test_the_averaged_weights_under_ddp_are_those_of_one_process(tmp_path):
+    """train.ema: each rank averages its own (identical) weights; the kept weights and the checkpoint's
+    average are one process's with the whole batch, and a resume under DDP goes on with the saved average."""
+    from tests.test_task_lm import corpus, small_rnn
+
+    over = small_rnn(corpus(tmp_path, lines=90), **{"train.epochs": 2, "train.batch_size": 2,
+                                                    "train.checkpoint_every": 7, "train.keep_checkpoints": 40,
+                                                    "train.ema": True, "train.ema_decay": 0.8,
+                                                    "train.ema_start": 3})
+    ddp = tmp_path / "ddp"
+    _spawn(2, over, out=ddp)
+    one = seqlab.train(None, {**over, "train.batch_size": 4}, out=tmp_path / "one", quiet=True)
+    kept2, kept1 = (load_file(str(run / "model.safetensors")) for run in (ddp, one))
+    ema2, ema1 = (torch.load(checkpoint_dirs(run)[-1] / "train_state.pt", weights_only=True)["ema"]
+                  for run in (ddp, one))
+    for k in kept1:
+        torch.testing.assert_close(kept2[k], kept1[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ema2[k], ema1[k], rtol=1e-4, atol=1e-5)
+
+    part = tmp_path / "part"  # resumed from step 7 (the average started at step 3)
+    part.mkdir()
+    for f in ("config.yaml", "tokenizer.json", "model.safetensors"):
+        shutil.copy(ddp / f, part / f)
+    mid = next(c for c in checkpoint_dirs(ddp) if c.name == "step-000000007")
+    state = torch.load(mid / "train_state.pt", weights_only=True)
+    assert state["ema"] is not None
+    shutil.copytree(mid, part / "checkpoints" / mid.name)
+    (part / "metrics.jsonl").write_text("".join((ddp / "metrics.jsonl").read_text().splitlines(True)
+                                                [:int(state["metrics_lines"])]))
+    _spawn(2, resume=part)
+    ema_r = torch.load(checkpoint_dirs(part)[-1] / "train_state.pt", weights_only=True)["ema"]
+    assert all(torch.equal(ema_r[k], v) for k, v in ema2.items())
+    kept_r = load_file(str(part / "model.safetensors"))
+    assert all(torch.equal(kept_r[k], v) for k, v in kept2.items())
+
+
 # ---------------------------------------------------------------- device and speed options
 
 

@@ -1,5 +1,7 @@
 """Language models: shapes, the shared call, causality, state carrying, KV cache, weight tying, overfit."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,3 +191,174 @@ def test_same_seed_same_model(make):
     c = make().eval()(x)[0]
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+# ---------------------------------------------------------------- AWD-LSTM's regularisation (RNNLM only)
+AWD = {"weight_drop": 0.4, "dropout_words": 0.1, "dropout_input": 0.3, "dropout_hidden": 0.2, "dropout_output": 0.3}
+FIXTURE = Path(__file__).parent / "fixtures" / "rnnlm_plain_logits.safetensors"
+
+
+@pytest.mark.parametrize("cell,kw", [("lstm", {"tie_embeddings": True}), ("gru", {}), ("rnn", {"dim": 8})])
+def test_default_options_give_the_logits_of_the_model_before_awd_options(cell, kw):
+    """tests/fixtures/rnnlm_plain_logits.safetensors was written by RNNLM before the AWD options existed
+    (tests/fixtures/make_rnnlm_plain.py): same seeds, same config -> the same logits, in training mode (the
+    same dropout draws) and in evaluation; and the parameter names are those of a run directory of then."""
+    from safetensors.torch import load_file
+
+    expected = load_file(str(FIXTURE))
+    torch.manual_seed(0)
+    model = RNNLM(RNNLMConfig(cell=cell, hidden=16, layers=2, dropout=0.3, **kw), vocab_size=V)
+    x = torch.randint(V, (3, 7), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    torch.testing.assert_close(model.train()(x)[0], expected[f"{cell}.train"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.eval()(x)[0], expected[f"{cell}.eval"], rtol=0, atol=1e-6)
+    # bit for bit on this CPU (the fixture may come from another): the plain path, written out
+    torch.manual_seed(2)
+    logits = model.train()(x)[0]
+    torch.manual_seed(2)
+    out, _ = model.encoder.rnn(model.dropout(model.embedding(x)))
+    assert torch.equal(logits, model.head(model.dropout(out)))
+    names = {n for n, _ in model.named_parameters()}
+    assert names == {"embedding.weight", "head.bias", *(["head.weight"] if not kw.get("tie_embeddings") else []),
+                     *(f"encoder.rnn.{w}_l{k}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                       for k in range(2))}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_awd_options_keep_parameters_shapes_and_evaluation(cell):
+    """The options add no parameter and change no initial weight; in evaluation they do nothing at all."""
+    x = torch.randint(V, (3, 7))
+    torch.manual_seed(0)
+    plain = rnn(cell, layers=2).eval()
+    torch.manual_seed(0)
+    awd = rnn(cell, layers=2, **AWD)
+    assert [n for n, _ in awd.named_parameters()] == [n for n, _ in plain.named_parameters()]
+    logits, state = awd.train()(x)
+    assert logits.shape == (3, 7, V)
+    assert all(s.shape == (2, 3, 16) for s in (state if cell == "lstm" else (state,)))
+    assert not torch.allclose(logits, plain(x)[0])
+    torch.testing.assert_close(awd.eval()(x)[0], plain(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_recurrence_with_given_weights_is_the_module_s(cell):
+    """run_rnn_with_weights with the module's own weights: rnn(x, state), in one call and layer by layer."""
+    from seqlab.nn.rnn import run_rnn_with_weights
+
+    torch.manual_seed(0)
+    model = rnn(cell, layers=3).eval()
+    net, x = model.encoder.rnn, torch.randn(2, 5, 16)
+    weights = [[getattr(net, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(3)]
+    _, state = net(torch.randn(2, 4, 16))
+    for start in (None, state):
+        expected, expected_state = net(x, start)
+        for between in (None, lambda h: h):
+            out, final = run_rnn_with_weights(net, x, start, weights, between)
+            torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+            for a, b in zip(final if cell == "lstm" else (final,), expected_state if cell == "lstm" else
+                            (expected_state,), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_weight_drop_is_dropconnect_on_the_hidden_to_hidden_matrices_only():
+    """A fresh mask per training call; the fused kernel runs with exactly the dropped matrices (an nn.LSTM given
+    them gives the same logits); evaluation is an nn.LSTM with the raw weights; the gradients reach the raw
+    matrices, zero where the mask dropped a weight."""
+    torch.manual_seed(0)
+    model = rnn("lstm", layers=2, weight_drop=0.5).train()
+    x = torch.randint(V, (4, 9))
+    a, b = model(x)[0], model(x)[0]
+    assert not torch.allclose(a, b)  # another mask
+
+    net = model.encoder.rnn
+    reference = torch.nn.LSTM(16, 16, 2, batch_first=True)
+    reference.load_state_dict(net.state_dict())
+    torch.manual_seed(5)
+    logits = model(x)[0]
+    torch.manual_seed(5)  # the forward pass draws exactly these masks, layer by layer, before anything else
+    with torch.no_grad():
+        for k in range(2):
+            dropped = F.dropout(getattr(net, f"weight_hh_l{k}"), 0.5, training=True)
+            getattr(reference, f"weight_hh_l{k}").copy_(dropped)
+    emb = model.embedding(x)
+    torch.testing.assert_close(logits, model.head(reference(emb)[0]), rtol=1e-6, atol=1e-6)
+
+    model.eval()
+    reference.load_state_dict(net.state_dict())
+    torch.testing.assert_close(model(x)[0], model.head(reference(emb)[0]), rtol=0, atol=0)
+
+    model.train()
+    model.zero_grad()
+    model(x)[0].logsumexp(-1).sum().backward()
+    for k in range(2):
+        hh, ih = getattr(net, f"weight_hh_l{k}").grad, getattr(net, f"weight_ih_l{k}").grad
+        assert hh is not None and hh.abs().sum() > 0
+        assert 0.3 < (hh == 0).float().mean() < 0.7  # half the matrix was dropped: no gradient there
+        assert (ih == 0).float().mean() < 0.1
+
+
+def test_variational_dropout_keeps_one_mask_over_time_and_word_dropout_drops_whole_types():
+    from seqlab.nn.rnn import locked_dropout, word_dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 50, 8) + 0.5
+    y = locked_dropout(x, 0.5, training=True)
+    ratio = y / x  # (B, T, D): each (b, d) the same at every time step, 0 or 2
+    assert torch.equal(ratio, ratio[:, :1].expand_as(ratio))
+    assert set(ratio.unique().tolist()) == {0.0, 2.0}
+    assert locked_dropout(x, 0.5, training=False) is x and locked_dropout(x, 0.0, training=True) is x
+
+    emb = torch.nn.Embedding(V, 4)
+    tokens = torch.arange(V).repeat(2, 3)  # (2, 3V): every type in several places
+    out = word_dropout(emb, tokens, 0.5, training=True)
+    scale = (out / emb(tokens))[..., 0]  # (B, T)
+    for t in range(V):
+        values = scale[tokens == t].unique()
+        assert len(values) == 1 and values.item() in (0.0, 2.0)  # a type is dropped everywhere, or nowhere
+    assert 0 < (scale == 0).sum() < scale.numel()
+    torch.testing.assert_close(word_dropout(emb, tokens, 0.5, training=False), emb(tokens))
+
+
+def test_awd_options_train_deterministically():
+    """Training-mode masks come from the seed: same seed -> the same logits and gradients, another -> others."""
+    x = torch.randint(V, (2, 6))
+
+    def run(seed):
+        torch.manual_seed(0)
+        model = rnn("lstm", layers=2, **AWD).train()
+        torch.manual_seed(seed)
+        logits = model(x)[0]
+        logits.sum().backward()
+        return logits.detach(), model.encoder.rnn.weight_hh_l1.grad
+
+    (a, ga), (b, gb), (c, gc) = run(1), run(1), run(2)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    assert not torch.allclose(a, c) and not torch.allclose(ga, gc)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_tiny_overfit_with_awd_options(cell):
+    """Light masks still let a few sequences be learned (evaluated without them)."""
+    torch.manual_seed(0)
+    model = rnn(cell, hidden=32, layers=2, weight_drop=0.1, dropout_words=0.02, dropout_input=0.05,
+                dropout_hidden=0.05, dropout_output=0.05)
+    x = torch.randint(V, (4, 13))
+    inputs, targets = x[:, :-1], x[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(200):
+        logits, _ = model.train()(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        loss = F.cross_entropy(model.eval()(inputs)[0].flatten(0, 1), targets.flatten())
+    assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("key", ["weight_drop", "dropout_words", "dropout_input", "dropout_hidden", "dropout_output"])
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.1])
+def test_bad_awd_options_are_one_line_config_errors(key, value):
+    with pytest.raises(ConfigError, match=key) as e:
+        build_dataclass(RNNLMConfig, {key: value}, "model")
+    assert "\n" not in str(e.value)

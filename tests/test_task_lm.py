@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import seqlab
 from seqlab.cli import main
@@ -209,11 +210,18 @@ def test_transformer_run_and_kv_cache_generation_equals_recompute(transformer_ru
         assert cached == recomputed and len("".join(cached)) == 60
 
 
-def test_exact_resume_mid_epoch_carries_the_hidden_state(tmp_path, monkeypatch):
+AWD_EMA = {"model.layers": 2, "model.weight_drop": 0.3, "model.dropout_words": 0.1, "model.dropout_input": 0.2,
+           "model.dropout_hidden": 0.2, "model.dropout_output": 0.2, "train.ema": True, "train.ema_decay": 0.9,
+           "train.ema_start": 3}
+
+
+@pytest.mark.parametrize("extra", [{}, AWD_EMA], ids=["plain", "awd_ema"])
+def test_exact_resume_mid_epoch_carries_the_hidden_state(tmp_path, monkeypatch, extra):
     """A run stopped by SIGTERM in the middle of an epoch and resumed ends with the same weights as one
-    that ran through: the carried hidden state is part of the checkpoint."""
+    that ran through: the carried hidden state is part of the checkpoint (and, with AWD-LSTM's masks and the
+    averaged weights, the RNG streams and the average: the kept, averaged, weights are the same too)."""
     path = corpus(tmp_path)
-    over = small_rnn(path, **{"train.epochs": 2})
+    over = small_rnn(path, **{"train.epochs": 2, **extra})
     seqlab.train(over, out=tmp_path / "through", quiet=True)
 
     original = LMTask.training_loss
@@ -242,6 +250,14 @@ def test_exact_resume_mid_epoch_carries_the_hidden_state(tmp_path, monkeypatch):
     last = [json.loads(x) for x in (tmp_path / "through" / "metrics.jsonl").read_text().splitlines()][-1]
     again = [json.loads(x) for x in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["loss"] == again["loss"]
+    if extra:
+        ema_a, ema_b = (torch.load(checkpoint_dirs(run)[-1] / "train_state.pt", weights_only=True)["ema"]
+                        for run in (tmp_path / "through", tmp_path / "stopped"))
+        assert ema_a is not None and ema_a.keys() == ema_b.keys()
+        assert all(torch.equal(ema_a[n], ema_b[n]) for n in ema_a)
+        kept_a, kept_b = (load_file(str(run / "model.safetensors")) for run in (tmp_path / "through",
+                                                                                tmp_path / "stopped"))
+        assert all(torch.equal(kept_a[n], kept_b[n]) for n in kept_a)
 
 
 # ---------------------------------------------------------------- sampling

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
@@ -34,6 +36,7 @@ from seqlab.nn import (
     SinusoidalPositionalEncoding,
     TransformerDecoder,
 )
+from seqlab.nn.rnn import locked_dropout, run_rnn_with_weights, word_dropout
 from seqlab.options import DENSE_SPACE, Dropout, Positive, PositiveFloat
 
 
@@ -49,6 +52,13 @@ class RNNLMConfig:
     tie_embeddings: bool = False  # the output layer reuses the embedding matrix (Press & Wolf, 2017)
     init_range: PositiveFloat = 0.1  # every weight uniform in [-init_range, init_range]
 
+    # AWD-LSTM's regularisation (Merity et al., 2017), in training only; each composes with `dropout` above:
+    weight_drop: Dropout = 0.0  # DropConnect on every layer's hidden-to-hidden matrix, a fresh mask per forward
+    dropout_words: Dropout = 0.0  # whole word types of the embedding matrix dropped (the rest rescaled)
+    dropout_input: Dropout = 0.0  # variational: one mask per sequence over time, on the embeddings' output
+    dropout_hidden: Dropout = 0.0  # variational, between stacked layers (runs the layers one call each)
+    dropout_output: Dropout = 0.0  # variational, on the last layer's outputs (before the output layer)
+
     def validate(self) -> None:
         if self.tie_embeddings and self.dim not in (None, self.hidden):
             raise ConfigError(f"model.tie_embeddings needs model.dim == model.hidden ({self.hidden}), "
@@ -56,7 +66,14 @@ class RNNLMConfig:
 
 
 class RNNLM(nn.Module):
-    """Embedding -> RNN/LSTM/GRU (stateful, layers) -> linear over the vocabulary."""
+    """Embedding -> RNN/LSTM/GRU (stateful, layers) -> linear over the vocabulary.
+
+    With AWD-LSTM's options (`weight_drop`, `dropout_words`, `dropout_input`, `dropout_hidden`, `dropout_output`),
+    a training forward pass draws its masks and runs the recurrence through `run_rnn_with_weights`: the same fused
+    kernel as `nn.LSTM`, given the dropped hidden-to-hidden matrices (computed from the raw parameters, which
+    keep their names and get the gradients). Evaluation, and every option at 0, run `self.encoder.rnn` itself:
+    the model of a run without these options is the one it was before they existed.
+    """
 
     space: ClassVar[dict] = DENSE_SPACE  # `seqlab tune` searches these (and TrainConfig.space)
 
@@ -76,6 +93,9 @@ class RNNLM(nn.Module):
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
         if cfg.tie_embeddings:
             self.head.weight = self.embedding.weight
+        self.weight_drop, self.dropout_words = cfg.weight_drop, cfg.dropout_words
+        self.dropout_input, self.dropout_hidden, self.dropout_output = (cfg.dropout_input, cfg.dropout_hidden,
+                                                                        cfg.dropout_output)
 
     def new_state(self) -> None:
         """Generation starts from the zero state."""
@@ -83,9 +103,27 @@ class RNNLM(nn.Module):
 
     def forward(self, tokens: Tensor, state: RNNState | None = None) -> tuple[Tensor, RNNState]:
         """tokens: (B, T) -> (logits (B, T, V), the state after the last token)."""
-        x = self.dropout(self.embedding(tokens))  # (B, T, E)
-        out, state = self.encoder.rnn(x, state)  # (B, T, H)
-        return self.head(self.dropout(out)), state
+        x = self.dropout(word_dropout(self.embedding, tokens, self.dropout_words, self.training))  # (B, T, E)
+        x = locked_dropout(x, self.dropout_input, self.training)
+        if self.training and (self.weight_drop or self.dropout_hidden):
+            out, state = self._regularised_recurrence(x, state)  # (B, T, H)
+        else:
+            out, state = self.encoder.rnn(x, state)  # (B, T, H)
+        return self.head(locked_dropout(self.dropout(out), self.dropout_output, self.training)), state
+
+    def _regularised_recurrence(self, x: Tensor, state: RNNState | None) -> tuple[Tensor, RNNState]:
+        """x (B, T, E) -> (B, T, H), state: the recurrence with each layer's hidden-to-hidden matrix dropped
+        (DropConnect, one mask per call) and variational dropout between layers."""
+        rnn = self.encoder.rnn
+        weights = []
+        for k in range(rnn.num_layers):
+            w_hh = getattr(rnn, f"weight_hh_l{k}")
+            if self.weight_drop:
+                w_hh = F.dropout(w_hh, self.weight_drop, training=True)  # (G * H, H), scaled by 1 / (1 - p)
+            weights.append([getattr(rnn, f"weight_ih_l{k}"), w_hh, getattr(rnn, f"bias_ih_l{k}"),
+                            getattr(rnn, f"bias_hh_l{k}")])
+        between = partial(locked_dropout, p=self.dropout_hidden, training=True) if self.dropout_hidden else None
+        return run_rnn_with_weights(rnn, x, state, weights, between)
 
 
 @dataclass

@@ -3,12 +3,20 @@
 The recurrence itself is torch's (`nn.RNN`/`nn.LSTM`/`nn.GRU`, cuDNN/oneDNN-fused); what is written out
 here is the packing that makes padding invisible: a packed sequence stops each row at its own length,
 so the final state is that of the last real token and padding changes nothing.
+
+Below the encoder, the regularisers of AWD-LSTM (Merity et al., 2017) that a language model's unpacked
+recurrence uses: variational (locked) dropout, embedding (word) dropout, and a run of a torch RNN with weights
+given per call (DropConnect on the hidden-to-hidden matrices, variational dropout between layers).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.errors import ConfigError
@@ -85,3 +93,63 @@ def pool_sequence(outputs: Tensor, key_padding_mask: Tensor | None = None, kind:
         pooled = outputs.masked_fill(padded, float("-inf")).amax(dim=1)  # (B, D)
         return pooled.masked_fill(padded.all(dim=1), 0.0)
     raise ConfigError(f"unknown pooling {kind!r} (expected 'mean' or 'max')")
+
+
+# ----------------------------------------------------------------- AWD-LSTM's regularisation (Merity et al., 2017)
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Variational ("locked") dropout: x (B, T, D) times one mask (B, 1, D) per sequence, shared by all of its
+    time steps and scaled by 1 / (1 - p) (Gal & Ghahramani, 2016). p = 0 or not training: x itself."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1.0 - p) / (1.0 - p)  # (B, 1, D)
+    return x * mask
+
+
+def word_dropout(embedding: nn.Embedding, tokens: Tensor, p: float, training: bool) -> Tensor:
+    """Embedding dropout: whole word types of the embedding matrix (V, E) dropped (one draw per type for the
+    batch, every occurrence alike) and the rest scaled by 1 / (1 - p). tokens (B, T) -> (B, T, E).
+
+    Equal to looking `tokens` up in the masked matrix (Merity et al.'s `embedded_dropout`), without building it."""
+    x = embedding(tokens)  # (B, T, E)
+    if not training or p == 0.0:
+        return x
+    keep = x.new_empty(embedding.num_embeddings).bernoulli_(1.0 - p) / (1.0 - p)  # (V,)
+    return x * keep[tokens].unsqueeze(-1)
+
+
+_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+def run_rnn_with_weights(rnn: nn.RNNBase, x: Tensor, state: RNNState | None, weights: list[list[Tensor]],
+                         between: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, RNNState]:
+    """Run a unidirectional, batch-first `rnn` (nn.RNN/LSTM/GRU with biases) over x (B, T, D) from `state`
+    ((layers, B, H), or (h, c); None: zeros) with `weights[k]` = layer k's [w_ih, w_hh, b_ih, b_hh] in place of
+    its parameters: the fused kernel nn.LSTM's own forward calls (`torch._VF.lstm`...), given these tensors, so
+    that gradients reach whatever they were computed from (DropConnect's raw weights).
+
+    `between` None: all layers in one call, with the module's own dropout between them (as `rnn(x, state)`).
+    Otherwise one call per layer and `between(outputs (B, T, H))` applied to each layer's outputs but the last's
+    (after the module's dropout): a mask that a fused multi-layer call cannot take (variational dropout).
+    Returns (outputs of the last layer (B, T, H), the final state, as nn.LSTM's)."""
+    if rnn.bidirectional or not rnn.batch_first or not rnn.bias or getattr(rnn, "proj_size", 0):
+        raise ValueError("run_rnn_with_weights takes a unidirectional, batch-first RNN with biases, no projection")
+    kernel, lstm = _KERNELS[rnn.mode], rnn.mode == "LSTM"
+    if state is None:
+        zeros = x.new_zeros(rnn.num_layers, x.size(0), rnn.hidden_size)
+        state = (zeros, zeros) if lstm else zeros
+    with warnings.catch_warnings():  # CUDA: weights outside the module's flattened buffer are compacted per call
+        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
+        if between is None:
+            flat = [w for layer in weights for w in layer]
+            out, *final = kernel(x, state, flat, True, rnn.num_layers, rnn.dropout, rnn.training, False, True)
+            return out, (tuple(final) if lstm else final[0])
+        finals = []
+        for k, layer in enumerate(weights):
+            hx = (state[0][k:k + 1], state[1][k:k + 1]) if lstm else state[k:k + 1]
+            x, *final = kernel(x, hx, layer, True, 1, 0.0, rnn.training, False, True)
+            finals.append(final)
+            if k < len(weights) - 1:
+                x = between(F.dropout(x, rnn.dropout, rnn.training))
+    if lstm:
+        return x, (torch.cat([f[0] for f in finals]), torch.cat([f[1] for f in finals]))
+    return x, torch.cat([f[0] for f in finals])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from seqlab.errors import ConfigError
-from seqlab.options import NonNegative, NonNegativeFloat, Positive, PositiveFloat
+from seqlab.options import NonNegative, NonNegativeFloat, Positive, PositiveFloat, Range
+
+Decay = Annotated[float, Range(0.0, 1.0, min_open=True, max_open=True)]  # a factor in (0, 1)
 
 
 @dataclass
@@ -48,6 +50,12 @@ class TrainConfig:
     tensorboard: bool = False  # also write metrics.jsonl's figures as TensorBoard events in RUN/tensorboard
     bucket: bool = True  # padded models: batches of similar length (less padding)
     compile: bool = False  # torch.compile the model for training steps (needs a C compiler on the CPU)
+
+    # Averaged weights (see Trainer._update_ema): valid/test evaluations and the kept best weights use an exponential
+    # moving average of the weights; training goes on with the raw ones; checkpoints carry the average
+    ema: bool = False  # evaluate and keep the averaged weights
+    ema_decay: Decay = 0.999  # after each optimiser step: ema <- ema_decay * ema + (1 - ema_decay) * weights
+    ema_start: NonNegative = 0  # the average starts from the weights after this many steps (0: the initial ones)
 
     # `seqlab tune`'s search space over these keys (a preset narrows or extends it under `tune:`): `times` is a
     # range around the preset's value (log scale; an integer key stays an integer); see seqlab.tuning.space

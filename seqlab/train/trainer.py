@@ -5,7 +5,8 @@ deterministic function of seed and epoch, so that a resumed run sees the same da
 order), builds them, computes the loss and evaluates. The trainer owns the rest: optimiser steps,
 schedules, mixed precision, gradient clipping, the NaN/inf guard, validation and the best epoch,
 early stopping, checkpoints (every N steps and at epoch ends, atomic, exact resume mid-epoch),
-SIGTERM/SIGINT, progress bars and `metrics.jsonl`.
+SIGTERM/SIGINT, progress bars and `metrics.jsonl`; with `train.ema`, an exponential moving average of the
+weights that evaluation and the kept best weights use (training goes on with the raw ones).
 
 Under torchrun (see `seqlab.train.distributed`) each rank takes its share of every epoch's plan, the model
 is wrapped in DistributedDataParallel, metric sums are reduced over the ranks, validation runs on rank 0
@@ -21,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -223,6 +225,7 @@ class Trainer:
         self.skipped_steps = 0
         self.finished = False
         self.schedule: Schedule | None = None
+        self.ema: dict[str, torch.Tensor] | None = None  # train.ema: the averaged weights by name, once started
         self.evaluations = 0  # valid evaluations of this process
         self.started = time.perf_counter()  # train.max_seconds counts from here
         self.last_note = self.started  # the last progress line written without a progress bar
@@ -248,6 +251,7 @@ class Trainer:
             "task": tasks if tasks is not None and self.world > 1 else self.task.state_dict(),
             "metrics_lines": self.metrics.lines,
             "world_size": self.world,
+            "ema": None if self.ema is None else {n: t.cpu() for n, t in self.ema.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -261,6 +265,7 @@ class Trainer:
         self.optimizer.load_state_dict(stack_optimizer_state(self.optimizer, self.model, state["optimizer"]))
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
+        self._load_ema(state.get("ema"))  # None: not started (or a checkpoint from before train.ema)
         task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
         self.task.load_state_dict(task[self.rank] if isinstance(task, list) else task)
         self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
@@ -275,6 +280,55 @@ class Trainer:
                 f"the last good checkpoint is untouched (lower train.lr or set train.clip_grad_norm)",
                 path=self.run_dir,
             )
+
+    # ----------------------------------------------------------------- averaged weights (train.ema)
+    # An exponential moving average of the weights rather than NT-ASGD's average: it composes with every optimiser
+    # and schedule the presets use (SGD with cosine decay, Adam, Muon), needs no trigger on the valid metric (which
+    # a 6-epoch budget may never fire: Merity et al. wait 5 non-improving evaluations), and its state is one tensor
+    # per parameter, so a resumed run continues it exactly. Under DDP every rank averages its own (identical)
+    # weights. Parameters only: buffers are the model's own.
+    def _update_ema(self) -> None:
+        """After an optimiser step (and once before the first): from step `train.ema_start` on, the average
+        starts as a copy of the weights, and then each step folds its weights in:
+        ema <- decay * ema + (1 - decay) * w, so k steps after the start ema = d^k w_s + (1 - d) sum_i d^(k-i) w_i."""
+        if not self.cfg.ema or self.global_step < self.cfg.ema_start:
+            return
+        with torch.no_grad():
+            if self.ema is None:
+                self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+                return
+            for n, p in self.model.named_parameters():
+                self.ema[n].lerp_(p.detach(), 1.0 - self.cfg.ema_decay)
+
+    def _load_ema(self, ema: dict | None) -> None:
+        """A checkpoint's average (a dict name -> tensor, or None) onto this model's devices."""
+        if not self.cfg.ema or ema is None:
+            self.ema = None
+            return
+        self.ema = {}
+        for n, p in self.model.named_parameters():
+            if ema[n].shape != p.shape:
+                raise ValueError(f"averaged weight {n!r} has shape {tuple(ema[n].shape)}, the model {tuple(p.shape)}")
+            self.ema[n] = ema[n].to(device=p.device, dtype=p.dtype).clone()
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """Inside, the model holds the averaged weights (train.ema, once started); after, its raw ones again,
+        bit for bit (copied in place: the optimiser and DDP keep their parameters)."""
+        if self.ema is None:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            raw = {n: p.detach().clone() for n, p in params.items()}
+            for n, p in params.items():
+                p.copy_(self.ema[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(raw[n])
 
     def _save_weights(self) -> None:
         self._check_weights()
@@ -396,6 +450,8 @@ class Trainer:
             self.finished = self._done()  # a finished run resumed with more epochs or steps trains on
             self.log(f"resumed at epoch {self.epoch + 1}, step {self.step_in_epoch} of {steps_per_epoch} "
                      f"(global step {self.global_step})")
+        if self.ema is None:
+            self._update_ema()  # train.ema_start=0: the average starts from the initial weights
         has_valid = self.task.has_split("valid")
         old_handlers = self._install_signals()
         try:
@@ -427,6 +483,8 @@ class Trainer:
             sums = self._train_step(self.task.make_batch(item), weight)
             self.step_in_epoch += 1
             self.global_step += 1
+            if sums is not None:  # a step was taken (not skipped as non-finite)
+                self._update_ema()
             if sums is not None and weight > 0:  # weight 0: a filler batch of a rank whose share ran out
                 for k, v in sums.items():
                     self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
@@ -448,9 +506,11 @@ class Trainer:
                 self.metrics.write({"split": "train", "epoch": self.epoch + 1, "step": self.global_step,
                                     "lr": self.schedule.get_lr(), "examples_per_s": rate, **running})
             if cfg.eval_every and self.global_step % cfg.eval_every == 0 and has_valid:
-                valid = self.evaluate("valid")
-                self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
-                self._after_valid(valid)
+                with self._averaged_weights():
+                    valid = self.evaluate("valid")
+                    self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step,
+                                        **valid})
+                    self._after_valid(valid)
             if (cfg.max_steps and self.global_step >= cfg.max_steps) or self._out_of_time():
                 break
             (stop_now,) = D.any_rank(self.stop_signal is not None)  # a signal to one rank stops them all
@@ -499,12 +559,13 @@ class Trainer:
         self.metrics.write({"split": "train_epoch", "epoch": self.epoch + 1, "step": self.global_step,
                             "seconds": self.epoch_time, "examples_per_s": train_rate, **train})
         valid = None
-        if has_valid:
-            valid = self.evaluate("valid")
-            self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
-            self._after_valid(valid)
-        else:
-            self._save_weights()
+        with self._averaged_weights():
+            if has_valid:
+                valid = self.evaluate("valid")
+                self.metrics.write({"split": "valid", "epoch": self.epoch + 1, "step": self.global_step, **valid})
+                self._after_valid(valid)
+            else:
+                self._save_weights()
         if self.task.headline in train:
             self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
         stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
