@@ -136,7 +136,12 @@ class MultiHeadAttention(nn.Module):
         if d_model % n_heads != 0:
             raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model, self.n_heads, self.dropout, self.qk_norm = d_model, n_heads, dropout, qk_norm
-        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        # drawn as three (D, D) layers, in the order seqlab 0.2.0 drew its q/k/v_proj: a seed gives the same model
+        parts = [nn.Linear(d_model, d_model, bias=bias) for _ in range(3)]
+        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias, device="meta")
+        self.in_proj.weight = nn.Parameter(torch.cat([p.weight.detach() for p in parts]))
+        if bias:
+            self.in_proj.bias = nn.Parameter(torch.cat([p.bias.detach() for p in parts]))
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.rotary = rotary
         self._register_load_state_dict_pre_hook(_stack_projections, with_module=True)
