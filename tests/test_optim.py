@@ -4,7 +4,7 @@ from torch import nn
 
 from seqlab.errors import ConfigError
 from seqlab.train.config import TrainConfig
-from seqlab.train.optim import Schedule, build_optimizer, lr_factor
+from seqlab.train.optim import Muon, Schedule, build_optimizer, lr_factor, newton_schulz
 
 
 def test_step_schedule_equals_the_lectures_steplr():
@@ -164,7 +164,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(tied):
     model = _lm(tie_embeddings=tied)
     opt = build_optimizer(model, TrainConfig(optimizer="muon", lr=0.01, muon_lr=0.05, weight_decay=0.1))
     muon, adamw = opt.optimizers
-    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
     names = {id(p): n for n, p in model.named_parameters()}
     matrices = sorted(names[id(p)] for g in muon.param_groups for p in g["params"])
     assert matrices == sorted(n for n, p in model.named_parameters() if n.startswith("decoder.layers") and p.dim() == 2)
@@ -224,3 +224,22 @@ def test_an_optimizer_state_of_separate_qkv_projections_is_stacked():
         for key, v in s.items():
             torch.testing.assert_close(stacked[0]["state"][i][key], v)
     assert stack_optimizer_state(fresh, model, today) == today  # today's state is left as it is
+
+
+def test_our_muon_is_torchs_muon_with_float32_newton_schulz_on_the_cpu():
+    torch.manual_seed(0)
+    w = [nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(3, 5))]
+    ours, theirs = [nn.Parameter(p.detach().clone()) for p in w], [nn.Parameter(p.detach().clone()) for p in w]
+    a, b = Muon(ours, lr=0.05, weight_decay=0.1), torch.optim.Muon(theirs, lr=0.05, weight_decay=0.1)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in w]
+        for params, opt in ((ours, a), (theirs, b)):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for x, y in zip(ours, theirs, strict=True):  # torch's orthogonalises in bfloat16: equal to its precision
+        torch.testing.assert_close(x, y, atol=2e-2, rtol=2e-2)
+        assert not torch.equal(x, y)  # ours in float32
+    g = torch.randn(8, 5)
+    s = torch.linalg.svdvals(newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7))
+    assert s.min() > 0.5 and s.max() < 1.5  # about orthogonal (Muon's iteration: singular values in ~[0.7, 1.2])

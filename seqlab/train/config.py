@@ -22,7 +22,7 @@ class TrainConfig:
     max_seconds: PositiveFloat | None = None  # stop training after this many seconds (None: no limit); the
     # epoch it cuts is evaluated, the best weights kept (`seqlab tune` gives each trial what its budget has left)
     optimizer: Literal["sgd", "adam", "adamw", "adagrad", "muon"] = "sgd"  # sgd: the lecture's; adagrad: row-wise
-    # if sparse; muon: torch's Muon for the hidden layers' matrices, AdamW (lr, betas, weight decay) for the rest
+    # if sparse; muon: Muon for the hidden layers' matrices (optim.Muon), AdamW (lr, betas, weight decay) for the rest
     muon_lr: PositiveFloat = 0.02  # muon: the matrices' learning rate (the peak; the schedule scales it as lr)
     muon_momentum: NonNegativeFloat = 0.95  # muon: Nesterov momentum of the matrices' updates
     lr: PositiveFloat = 4.0  # learning rate (the peak, with a schedule)

@@ -244,6 +244,44 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups
 
 
+class Muon(torch.optim.Muon):
+    """torch's Muon (Jordan et al., 2024: momentum, orthogonalised by Newton-Schulz, decoupled weight decay),
+    step for step, but with the Newton-Schulz matmuls in bfloat16 only where that is fast (CUDA) and in float32
+    elsewhere: torch's casts to bfloat16 always, which a CPU without bf16 units emulates (the Tiny Shakespeare
+    preset trained at 1,200 tokens/s with it on an AMD EPYC, against 15,000 with AdamW). Equal to torch's where
+    both compute in bfloat16 (tested)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, wd, mu = float(group["lr"]), group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - mu)
+                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+                dtype = torch.bfloat16 if p.device.type == "cuda" else torch.float32
+                update = newton_schulz(update.to(dtype), group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.mul_(1 - lr * wd)
+                p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+
+
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """The quintic Newton-Schulz iteration of Muon: g (A, B) -> about U V^T of its SVD (singular values
+    near 1), in g's dtype."""
+    a, b, c = coefficients
+    x = g.T if g.size(0) > g.size(1) else g
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if g.size(0) > g.size(1) else x
+
+
 def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
     """What Muon trains (Jordan et al., 2024): the 2-D weight matrices of the hidden layers. The embeddings,
     positions, the output layer (tied or not), biases and norm gains go to AdamW, as in modded-nanogpt."""
@@ -273,8 +311,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizers:
         if sparse:
             raise ConfigError("train.optimizer=muon takes dense embeddings: set model.sparse=false")
         matrices = {id(p) for p in muon_parameters(model)}
-        opts.append(torch.optim.Muon([p for p in dense if id(p) in matrices], lr=cfg.muon_lr,
-                                     momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay))
+        opts.append(Muon([p for p in dense if id(p) in matrices], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                         weight_decay=cfg.weight_decay))
         dense = [p for p in dense if id(p) not in matrices]
     if dense:
         cls = torch.optim.AdamW if cfg.optimizer in ("adamw", "muon") else torch.optim.Adam
