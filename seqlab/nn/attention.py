@@ -146,6 +146,11 @@ class MultiHeadAttention(nn.Module):
         self.rotary = rotary
         self._register_load_state_dict_pre_hook(_stack_projections, with_module=True)
 
+    def _project(self, x: Tensor, start: int, end: int) -> Tensor:
+        """x (B, T, D) through rows start:end of in_proj -> (B, T, end - start)."""
+        b = self.in_proj.bias
+        return F.linear(x, self.in_proj.weight[start:end], None if b is None else b[start:end])
+
     def _heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
         """(B, T, n * D) -> n tensors (B, H, T, dh)."""
         B, T, _ = x.shape
@@ -169,18 +174,20 @@ class MultiHeadAttention(nn.Module):
         and attn_mask then cover all of them, and is_causal lets query i see every cached key.
         """
         B, Tq, D = query.shape
-        W, b = self.in_proj.weight, self.in_proj.bias
         offset = 0 if cache is None or cache.static else len(cache)
-        if cache is not None and cache.static and len(cache):
-            (q,), k, v = self._heads(F.linear(query, W[:D], None if b is None else b[:D]), 1), cache.k, cache.v
-        elif query is key and key is value:
+        reused = cache is not None and cache.static and len(cache) > 0  # cross-attention's memory, projected once
+        if query is key and key is value and not reused:
             q, k, v = self._heads(self.in_proj(query), 3)  # (B, H, Tq, dh) each
         else:
-            (q,) = self._heads(F.linear(query, W[:D], None if b is None else b[:D]), 1)
-            k, v = self._heads(F.linear(key, W[D:], None if b is None else b[D:]), 2) if key is value else (
-                self._heads(F.linear(key, W[D:2 * D], None if b is None else b[D:2 * D]), 1)[0],
-                self._heads(F.linear(value, W[2 * D:], None if b is None else b[2 * D:]), 1)[0])
-        if not (cache is not None and cache.static and len(cache)):
+            (q,) = self._heads(self._project(query, 0, D), 1)
+            if reused:
+                k, v = cache.k, cache.v
+            elif key is value:
+                k, v = self._heads(self._project(key, D, 3 * D), 2)
+            else:
+                (k,) = self._heads(self._project(key, D, 2 * D), 1)
+                (v,) = self._heads(self._project(value, 2 * D, 3 * D), 1)
+        if not reused:
             if self.qk_norm:
                 k = F.rms_norm(k, (k.size(-1),))
             if self.rotary is not None:
