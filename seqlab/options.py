@@ -45,6 +45,7 @@ PositiveFloat = Annotated[float, Range(0.0, min_open=True)]
 NonNegativeFloat = Annotated[float, Range(min=0.0)]
 PositiveInts = Annotated[list[int], Range(min=1)]
 NonNegativeInts = Annotated[list[int], Range(min=0)]
+NonNegativeFloats = Annotated[list[float], Range(min=0.0)]
 
 
 # `seqlab tune`'s search space of the models trained with dense gradients (each model class's `space`, beside its

@@ -9,6 +9,7 @@ import pytest
 
 import seqlab
 from seqlab.cli import main
+from seqlab.report.runs import run_facts
 
 WORDS = {"ein": "a", "mann": "man", "hund": "dog", "frau": "woman", "sieht": "sees", "hat": "has",
          "rot": "red", "blau": "blue", "gross": "big", "klein": "small", "ball": "ball", "haus": "house"}
@@ -127,3 +128,34 @@ def test_separate_vocabularies_and_the_rnn_model(tmp_path):
     assert not (out / "tokenizer.json").exists()
     (r,) = seqlab.load(out).predict("Ein mann sieht ein rot haus.", beam=2)
     assert isinstance(r["translation"], str)
+
+
+def test_decoding_chosen_on_valid_with_averaged_weights(tmp_path, capsys):
+    """task.beam_choices x task.length_penalty_choices decode valid after training (beam 1 once); the best BLEU
+    becomes the run's beam and length penalty (decoding.json, read back by `seqlab.load`); train.average_last
+    evaluates the mean of the last epochs. A corrupt decoding.json is one error line."""
+    train = write_prefix(tmp_path / "train", pairs(240, 1))
+    valid = write_prefix(tmp_path / "valid", pairs(30, 2))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, f"data.train={train}", f"data.valid={valid}", "task.beam_choices=[1,2]",
+                 "task.length_penalty_choices=[0.5,1.5]", "train.average_last=3", "train.epochs=4",
+                 "--out", str(out), "--quiet"]) == 0
+    chosen = json.loads((out / "decoding.json").read_text())
+    tried = [(t["beam"], t["length_penalty"]) for t in chosen["valid"]]
+    assert tried == [(1, 0.5), (2, 0.5), (2, 1.5)] and chosen["metric"] == "bleu"
+    best = max(chosen["valid"], key=lambda t: t["bleu"])
+    assert (chosen["beam"], chosen["length_penalty"]) == (best["beam"], best["length_penalty"])
+    task = seqlab.load(out).task
+    assert (task.opt.beam, task.opt.length_penalty) == (best["beam"], best["length_penalty"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    averaged = [x for x in lines if x["split"] == "valid_average"]
+    assert [x["epochs"] for x in averaged] == [[2, 4]]
+    summary = json.loads((out / "summary.json").read_text())  # the report shows the kept weights' valid scores
+    summary["results"]["valid"] = {"bleu": averaged[0]["bleu"], "epoch": 4, "averaged_epochs": 3}
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    assert run_facts(out, "run").split_metrics["valid"]["loss"] == pytest.approx(averaged[0]["loss"])
+    (out / "decoding.json").write_text('{"beam": 0, "length_penalty": 1.0}', encoding="utf-8")
+    capsys.readouterr()
+    assert main(["translate", str(out), "Ein hund sieht ein rot ball."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "decoding.json is corrupt" in err

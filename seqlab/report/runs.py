@@ -64,8 +64,9 @@ def run_facts(run_dir: str | os.PathLike, name: str) -> RunFacts:
     train = [r for r in records if r.get("split") == "train_epoch"]
     if train:
         facts.split_metrics["train"] = _scalars(train[-1])
-    kept = about["summary"].get("results", {}).get("valid", {}).get("epoch")
-    valid = [r for r in records if r.get("split") == "valid" and (kept is None or r.get("epoch") == kept)]
+    kept_valid = about["summary"].get("results", {}).get("valid", {})
+    kept, split = kept_valid.get("epoch"), "valid_average" if kept_valid.get("averaged_epochs") else "valid"
+    valid = [r for r in records if r.get("split") == split and (kept is None or r.get("epoch") == kept)]
     if valid:
         facts.split_metrics["valid"] = _scalars(valid[-1])
     test = about["summary"].get("results", {}).get("test") or next(

@@ -51,7 +51,7 @@ from seqlab.data.images import channel_stats, load_image
 from seqlab.data.io import atomic_write_text
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import ConfigError, DataError
-from seqlab.options import Dropout, NonNegative, NonNegativeFloat, Positive, Range
+from seqlab.options import Dropout, NonNegative, NonNegativeFloat, NonNegativeFloats, Positive, PositiveInts, Range
 from seqlab.tasks.base import Inputs, Option, Predictor
 from seqlab.tasks.cider import cider_d
 from seqlab.tasks.image import random_shift, standardize
@@ -84,6 +84,8 @@ class CaptionConfig:
     attention_reg: NonNegativeFloat = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
     beam: Positive = 3  # beam size for test and `seqlab caption` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
+    beam_choices: PositiveInts | None = None  # after training: the beam sizes tried on valid (the best becomes `beam`)
+    length_penalty_choices: NonNegativeFloats | None = None  # ... and the length penalties (see tasks.sequence)
 
 
 @dataclass

@@ -7,13 +7,18 @@ the language model shares the loss and the perplexity):
 - decoding in batches: greedy (beam 1) or beam search (`seqlab.tasks.decoding`), rows in any order;
 - the decoded evaluation: loss and perplexity by teacher forcing, and the task's scores of the decoded
   outputs: greedy on `valid` (its score picks the best epoch, and greedy is fast), beam search elsewhere
-  with the greedy scores beside as `greedy_*`.
+  with the greedy scores beside as `greedy_*`;
+- the decoding chosen on valid (`task.beam_choices`, `task.length_penalty_choices`): after training, with the
+  kept weights, every pair decodes valid and the best by the run's metric becomes the run's `task.beam` and
+  `task.length_penalty` (the test split's and the predictor's), written to `RUN/decoding.json`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,12 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.data.batching import Packed, pad_batch, sequential_batches
+from seqlab.data.io import atomic_write_text
 from seqlab.data.subword import TextTokenizer
+from seqlab.errors import CheckpointError
 from seqlab.options import Range
 from seqlab.tasks.base import Option, Task
 from seqlab.tasks.decoding import Hypothesis, beam_search, greedy_search
 
 BEAM = Option(int, None, "beam size (default: the run's task.beam; 1: greedy)", Range(min=1), optional=True)
+DECODING_FILE = "decoding.json"  # the beam size and length penalty chosen on valid, and what each pair scored
 
 
 def teacher_forcing(tokens: Packed, index: np.ndarray, tok: TextTokenizer, max_len: int) -> tuple[Tensor, Tensor]:
@@ -65,6 +73,7 @@ class SequenceTask(Task):
     headline = "perplexity"  # the per-epoch lines show train and valid perplexity; the decoded score is logged
     unit: ClassVar[str] = "sentences"  # what decoding speed counts (`sentences_per_s`)
     target: TextTokenizer | None = None
+    decoding: dict | None = None  # the choice on valid (`choose_decoding`), once made or loaded
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         """(logits (N, T, V), targets (N, T), an extra loss term: 0 for most models). `len(batch)` is its
@@ -133,6 +142,55 @@ class SequenceTask(Task):
         outputs = self.detokenize(self.decode(model, self.splits[split], beam))
         speed = len(outputs) / max(time.perf_counter() - t0, 1e-9)
         return self.scores(outputs, split), speed
+
+    # ------------------------------------------------------------------ the decoding chosen on valid
+    def before_test(self, model: nn.Module) -> None:
+        """With the kept weights: the beam size and length penalty chosen on valid, when there are choices."""
+        beams = self.opt.beam_choices or [self.opt.beam]
+        penalties = self.opt.length_penalty_choices or [self.opt.length_penalty]
+        if (len(beams) > 1 or len(penalties) > 1) and self.has_split("valid"):
+            self.choose_decoding(model, [int(b) for b in beams], [float(x) for x in penalties])
+
+    def choose_decoding(self, model: nn.Module, beams: list[int], penalties: list[float]) -> dict:
+        """Decode valid with every beam size and length penalty (beam 1, greedy, once: it has no penalty);
+        the best by the run's metric (the task's decoded default when that is not a decoded score; ties: the
+        first tried) becomes `task.beam` and `task.length_penalty`. Returns `self.decoding`."""
+        metric = self.cfg.train.metric or self.default_metric
+        tried = []
+        for beam in beams:
+            for lp in penalties if beam > 1 else penalties[:1]:
+                self.opt.length_penalty = lp
+                scores, speed = self.decoded_scores(model, "valid", beam)
+                metric = metric if metric in scores else self.default_metric
+                tried.append({"beam": beam, "length_penalty": lp, **scores, f"{self.unit}_per_s": speed})
+                self.log(f"valid, beam {beam}, length penalty {lp:g}: {self.describe_scores(scores)}")
+        best = max(tried, key=lambda t: t[metric])  # decoded scores are higher-better (BLEU, chrF, CIDEr-D)
+        self.opt.beam, self.opt.length_penalty = best["beam"], best["length_penalty"]
+        self.decoding = {"beam": best["beam"], "length_penalty": best["length_penalty"], "metric": metric,
+                         "valid": tried}
+        self.log(f"decoding chosen on valid {metric}: beam {best['beam']}, length penalty {best['length_penalty']:g}")
+        return self.decoding
+
+    def save_artifacts(self, run_dir: str | Path) -> None:
+        super().save_artifacts(run_dir)
+        if self.decoding is not None:
+            atomic_write_text(Path(run_dir) / DECODING_FILE, json.dumps(self.decoding, indent=1))
+
+    def load_artifacts(self, run_dir: str | Path) -> None:
+        """The task's files, and the decoding chosen on valid if the run chose one."""
+        super().load_artifacts(run_dir)
+        path = Path(run_dir) / DECODING_FILE
+        if not path.exists():
+            return
+        try:
+            blob = json.loads(path.read_text(encoding="utf-8"))
+            beam, lp = blob["beam"], blob["length_penalty"]
+            if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1 or not isinstance(lp, (int, float)) \
+                    or lp < 0:
+                raise ValueError("beam or length_penalty out of range")
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{DECODING_FILE} is corrupt ({e.__class__.__name__})", path=path) from None
+        self.decoding, self.opt.beam, self.opt.length_penalty = blob, beam, float(lp)
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """loss and perplexity (teacher forcing); the decoded scores, greedy on `valid`, beam search elsewhere

@@ -32,7 +32,7 @@ from seqlab.data.datasets import DatasetSpec
 from seqlab.data.parallel import Pair, read_parallel, read_parallel_tsv
 from seqlab.data.subword import TextTokenizer
 from seqlab.errors import ConfigError, DataError
-from seqlab.options import Dropout, NonNegativeFloat, Positive, PositiveFloat
+from seqlab.options import Dropout, NonNegativeFloat, NonNegativeFloats, Positive, PositiveFloat, PositiveInts
 from seqlab.tasks.base import SPLITS, Inputs, Option, Predictor
 from seqlab.tasks.sequence import BEAM, SequenceTask, teacher_forcing
 
@@ -51,6 +51,8 @@ class TranslateConfig:
     label_smoothing: Dropout = 0.1  # the share of each target's probability spread over the vocabulary
     beam: Positive = 5  # beam size for test and `seqlab translate` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty
+    beam_choices: PositiveInts | None = None  # after training: the beam sizes tried on valid (the best becomes `beam`)
+    length_penalty_choices: NonNegativeFloats | None = None  # ... and the length penalties (see tasks.sequence)
     max_len_ratio: PositiveFloat = 1.5  # a translation may have max_len_ratio * source tokens + max_len_offset
     max_len_offset: Positive = 10  # see max_len_ratio
 
@@ -167,11 +169,13 @@ class TranslateTask(SequenceTask):
         self.src_tok.save(src_file)
         if tgt_file != src_file:
             self.tgt_tok.save(tgt_file)
+        super().save_artifacts(run_dir)
 
     def load_artifacts(self, run_dir: str | Path) -> None:
         src_file, tgt_file = self._artifact_files(run_dir)
         self.src_tok = TextTokenizer.load(src_file)
         self.tgt_tok = self.src_tok if tgt_file == src_file else TextTokenizer.load(tgt_file)
+        super().load_artifacts(run_dir)
 
     # ------------------------------------------------------------------ preparation
     def make_split(self, pairs: list[Pair], path: str, split: str) -> ParallelSplit:

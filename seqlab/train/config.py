@@ -56,6 +56,8 @@ class TrainConfig:
     ema: bool = False  # evaluate and keep the averaged weights
     ema_decay: Decay = 0.999  # after each optimiser step: ema <- ema_decay * ema + (1 - ema_decay) * weights
     ema_start: NonNegative = 0  # the average starts from the weights after this many steps (0: the initial ones)
+    average_last: NonNegative = 0  # checkpoint averaging (Vaswani et al. 2017): after the last epoch, the mean of
+    # the weights at the last N epoch ends is evaluated on valid and kept when it beats the best epoch (0, 1: off)
 
     # `seqlab tune`'s search space over these keys (a preset narrows or extends it under `tune:`): `times` is a
     # range around the preset's value (log scale; an integer key stays an integer); see seqlab.tuning.space
@@ -67,5 +69,7 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas!r}")
         if self.muon_momentum >= 1:
             raise ConfigError(f"train.muon_momentum must be below 1, got {self.muon_momentum}")
+        if self.average_last > 1 and self.ema:
+            raise ConfigError("train.average_last and train.ema are two averages of the weights: choose one")
         if self.layer_lr_decay != 1.0 and self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.layer_lr_decay takes train.optimizer=adam or adamw, got {self.optimizer}")

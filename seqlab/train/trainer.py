@@ -6,7 +6,8 @@ order), builds them, computes the loss and evaluates. The trainer owns the rest:
 schedules, mixed precision, gradient clipping, the NaN/inf guard, validation and the best epoch,
 early stopping, checkpoints (every N steps and at epoch ends, atomic, exact resume mid-epoch),
 SIGTERM/SIGINT, progress bars and `metrics.jsonl`; with `train.ema`, an exponential moving average of the
-weights that evaluation and the kept best weights use (training goes on with the raw ones).
+weights that evaluation and the kept best weights use (training goes on with the raw ones); with
+`train.average_last`, the mean of the last epochs' weights, kept when it beats the best epoch on valid.
 
 Under torchrun (see `seqlab.train.distributed`) each rank takes its share of every epoch's plan, the model
 is wrapped in DistributedDataParallel, metric sums are reduced over the ranks, validation runs on rank 0
@@ -226,6 +227,8 @@ class Trainer:
         self.finished = False
         self.schedule: Schedule | None = None
         self.ema: dict[str, torch.Tensor] | None = None  # train.ema: the averaged weights by name, once started
+        self.snapshots: list[dict[str, torch.Tensor]] = []  # train.average_last: the weights at the last epoch ends
+        self.averaged = 0  # how many epoch ends the kept weights are the mean of (0: one epoch's weights)
         self.evaluations = 0  # valid evaluations of this process
         self.started = time.perf_counter()  # train.max_seconds counts from here
         self.last_note = self.started  # the last progress line written without a progress bar
@@ -252,6 +255,8 @@ class Trainer:
             "metrics_lines": self.metrics.lines,
             "world_size": self.world,
             "ema": None if self.ema is None else {n: t.cpu() for n, t in self.ema.items()},
+            "snapshots": self.snapshots,
+            "averaged": self.averaged,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -266,6 +271,9 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self._load_ema(state.get("ema"))  # None: not started (or a checkpoint from before train.ema)
+        kept = state.get("snapshots", [])[-self.cfg.average_last:] if self.cfg.average_last > 1 else []
+        self.snapshots = [self._shaped(s, "an epoch's saved weight", on_model=False) for s in kept]
+        self.averaged = state.get("averaged", 0)
         task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
         self.task.load_state_dict(task[self.rank] if isinstance(task, list) else task)
         self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
@@ -302,14 +310,17 @@ class Trainer:
 
     def _load_ema(self, ema: dict | None) -> None:
         """A checkpoint's average (a dict name -> tensor, or None) onto this model's devices."""
-        if not self.cfg.ema or ema is None:
-            self.ema = None
-            return
-        self.ema = {}
+        self.ema = self._shaped(ema, "averaged weight", on_model=True) if self.cfg.ema and ema is not None else None
+
+    def _shaped(self, weights: dict, what: str, on_model: bool) -> dict[str, torch.Tensor]:
+        """Weights by name from a checkpoint, checked against the model's parameters (ValueError), in the model's
+        dtypes, on its devices (`on_model`) or on the CPU."""
+        out = {}
         for n, p in self.model.named_parameters():
-            if ema[n].shape != p.shape:
-                raise ValueError(f"averaged weight {n!r} has shape {tuple(ema[n].shape)}, the model {tuple(p.shape)}")
-            self.ema[n] = ema[n].to(device=p.device, dtype=p.dtype).clone()
+            if weights[n].shape != p.shape:
+                raise ValueError(f"{what} {n!r} has shape {tuple(weights[n].shape)}, the model {tuple(p.shape)}")
+            out[n] = weights[n].to(device=p.device if on_model else "cpu", dtype=p.dtype, copy=True)
+        return out
 
     @contextmanager
     def _averaged_weights(self) -> Iterator[None]:
@@ -329,6 +340,38 @@ class Trainer:
             with torch.no_grad():
                 for n, p in params.items():
                     p.copy_(raw[n])
+
+    # ----------------------------------------------------------------- checkpoint averaging (train.average_last)
+    # The mean of the weights at the last N epoch ends (Vaswani et al. 2017 average the last checkpoints), kept in
+    # memory and in the checkpoints (N copies of the weights, on the CPU) so a resumed run averages the same ones.
+    def _snapshot(self) -> None:
+        """At an epoch end: remember its weights (the last `train.average_last` of them)."""
+        if self.cfg.average_last > 1:
+            now = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()}
+            self.snapshots = [*self.snapshots, now][-self.cfg.average_last:]
+
+    def _average_snapshots(self, has_valid: bool) -> None:
+        """After the last epoch: the model takes the mean of the remembered weights; evaluated on valid, it
+        becomes the kept weights when it beats the best epoch (without a valid split, always)."""
+        n = len(self.snapshots)
+        if n < 2:
+            return
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(sum(s[name].float() for s in self.snapshots) / n)
+        first, last = self.epoch - n + 1, self.epoch
+        keep, value = True, None
+        if has_valid:
+            valid = self.evaluate("valid")
+            self.metrics.write({"split": "valid_average", "epoch": last, "epochs": [first, last],
+                                "step": self.global_step, **valid})
+            value = valid[self.metric]
+            keep = _better(self.metric, value, self.best)
+            self.log(f"mean of the weights of epochs {first}-{last}: valid {self.metric} {value:.4f}, "
+                     + ("kept" if keep else f"epoch {(self.best_epoch or 0) + 1}'s {self.best:.4f} stays"))
+        if keep:
+            self.best, self.best_epoch, self.averaged = value, last - 1, n
+            self._save_weights()
 
     def _save_weights(self) -> None:
         self._check_weights()
@@ -420,7 +463,7 @@ class Trainer:
                               f"{', '.join(valid)})")
         value = valid[self.metric]
         if _better(self.metric, value, self.best):
-            self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            self.best, self.best_epoch, self.bad_epochs, self.averaged = value, self.epoch, 0, 0
             self._save_weights()
         else:
             self.bad_epochs += 1
@@ -566,6 +609,7 @@ class Trainer:
                 self._after_valid(valid)
             else:
                 self._save_weights()
+        self._snapshot()
         if self.task.headline in train:
             self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
         stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
@@ -580,11 +624,14 @@ class Trainer:
             self.checkpoint()
 
     def _final(self, has_valid: bool) -> dict[str, dict[str, float]]:
+        self._average_snapshots(has_valid)
         D.barrier()  # rank 0 has written the best weights
         load_weights(self.model, self.run_dir / "model.safetensors")
         result: dict[str, dict[str, float]] = {}
         if has_valid and self.best is not None:
             result["valid"] = {self.metric: self.best, "epoch": (self.best_epoch or 0) + 1}
+            if self.averaged:
+                result["valid"]["averaged_epochs"] = self.averaged
         if self.main:
             self.model.eval()
             with torch.no_grad(), autocast(self.device, self.precision):
