@@ -18,9 +18,10 @@ sacrebleu, lowercased, final periods dropped; CIDEr-D):
 
 A trained case is one `python -m seqlab train PRESET --quiet` process: its wall time includes start-up,
 decoding the pictures (or mapping them from the cache), training, greedy scores on val after every epoch
-(CIDEr-D picks the checkpoint) and the test (beam 3, greedy beside). Reported: test BLEU-1..4 and CIDEr-D
-for beam and greedy, training images/s (over the time in training steps), captioning images/s on test, the
-load average (the CPU may be shared) and whether it met the target (BLEU-4 >= 12 in <= 45 minutes).
+(CIDEr-D picks the checkpoint), the beam sizes and length penalties the preset tries on val (`decoding`) and
+the test (with the chosen beam, greedy beside). Reported: test BLEU-1..4 and CIDEr-D for beam and greedy,
+training images/s (over the time in training steps), captioning images/s on test, the load average (the CPU
+may be shared) and whether it met the target (BLEU-4 >= 12 in <= 45 minutes).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def baselines() -> dict:
 def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
     load_before = load_average()
     preset, own = CASES[name]
-    wall, lines = train_preset(preset, [*overrides, *own], runs / name)
+    out = runs / name
+    wall, lines = train_preset(preset, [*overrides, *own], out)
     epochs = [x for x in lines if x["split"] == "train_epoch"]
     valid = [x for x in lines if x["split"] == "valid"]
     test = lines[-1]
@@ -109,6 +111,7 @@ def run_case(name: str, runs: Path, overrides: list[str]) -> dict:
         "test_greedy": {k: test[f"greedy_{k}"] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")},
         "captioning_images_per_s": test["images_per_s"], "greedy_images_per_s": test["greedy_images_per_s"],
         "best_valid_cider": best["cider"], "best_epoch": best["epoch"],
+        "decoding": json.loads(decoding.read_text()) if (decoding := out / "decoding.json").exists() else None,
         "beam_ge_greedy": test["bleu4"] >= test["greedy_bleu4"],
         "meets_target": test["bleu4"] >= TARGET_BLEU4 and wall <= BUDGET_S,
         "load_before": load_before, "load_after": load_average(),

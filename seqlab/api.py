@@ -29,6 +29,7 @@ from seqlab.tasks.transfer import Source, load_matching
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
+from seqlab.train.precision import auto_precision
 from seqlab.train.trainer import Trainer, summary_writer
 
 # keys that may change when a run is resumed (training longer); everything else must stay as it was
@@ -169,6 +170,8 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
     model = task.build_model().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {cfg.model} ({n_params:,} parameters) on {device}, precision {cfg.precision}")
+    if cfg.precision == "auto":  # measured by rank 0 before anything is written: config.yaml keeps the choice
+        cfg.precision = D.broadcast_object(auto_precision(task, model, device, say) if main else None)
     if source is not None:
         task.counts["init_from"] = facts = load_matching(model, task.vocabulary()[0], source)
         fresh = ", ".join(f"{k} ({v})" for k, v in facts["not_loaded"].items())

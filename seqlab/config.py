@@ -115,7 +115,8 @@ class Config:
     dataset: str | None = None  # a named dataset (see `seqlab presets datasets`); None: data.* or the task's default
     seed: int = 0  # every random choice of a run: initialisation, shuffling, dropout, the held-out split
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA when there is one, else the CPU
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision (bf16/fp16 pay on GPUs)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast precision (bf16/fp16 pay on GPUs;
+    # auto: the faster for this model here, measured on a few steps, seqlab.train.precision)
     threads: Positive | None = None  # torch's CPU threads (None: torch's default)
     init_from: str | None = None  # a run directory whose matching layers (and words) the model starts from
     data: DataConfig = field(default_factory=DataConfig)

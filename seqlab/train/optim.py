@@ -371,6 +371,11 @@ class Schedule:
         self.step_count += 1
         self._apply()
 
+    def replan(self, factor) -> None:
+        """Follow `factor` from the current step on (train.budget_seconds changed the number of steps)."""
+        self.factor = factor
+        self._apply()
+
     def get_lr(self) -> float:
         """The learning rate of now: the top layer group's under `train.layer_lr_decay`."""
         return max(g["lr"] for g in self.optimizers.param_groups)

@@ -216,6 +216,9 @@ class Trainer:
         self.last_checkpoint = time.perf_counter()
         # position and history (all of it goes into train_state.pt)
         self.epoch = 0
+        self.epochs = cfg.epochs  # the epochs planned: train.budget_seconds sets them after the first one
+        self.budgeted = False  # train.budget_seconds has set self.epochs
+        self.steps_per_epoch = 1
         self.step_in_epoch = 0
         self.global_step = 0
         self.best: float | None = None
@@ -257,6 +260,7 @@ class Trainer:
             "ema": None if self.ema is None else {n: t.cpu() for n, t in self.ema.items()},
             "snapshots": self.snapshots,
             "averaged": self.averaged,
+            "budget_epochs": self.epochs if self.budgeted else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -274,6 +278,8 @@ class Trainer:
         kept = state.get("snapshots", [])[-self.cfg.average_last:] if self.cfg.average_last > 1 else []
         self.snapshots = [self._shaped(s, "an epoch's saved weight", on_model=False) for s in kept]
         self.averaged = state.get("averaged", 0)
+        if self.cfg.budget_seconds and state.get("budget_epochs"):  # the epochs the budget planned stay planned
+            self.epochs, self.budgeted = min(self.cfg.epochs, state["budget_epochs"]), True
         task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
         self.task.load_state_dict(task[self.rank] if isinstance(task, list) else task)
         self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
@@ -475,11 +481,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
         """Train (or resume) to the end; return {"valid": best valid metrics, "test": test metrics}."""
         plan0 = self.task.shard_plan(self.task.epoch_plan(0), self.rank, self.world)
-        steps_per_epoch = max(1, len(plan0))
-        total = steps_per_epoch * self.cfg.epochs
-        if self.cfg.max_steps:
-            total = min(total, self.cfg.max_steps)
-        self.schedule = Schedule(self.optimizer, lr_factor(self.cfg, steps_per_epoch, total))
+        self.steps_per_epoch = steps_per_epoch = max(1, len(plan0))
+        self.schedule = Schedule(self.optimizer, self._lr_factor())
         if resume:
             state = load_latest_checkpoint(self.run_dir, self.model)
             try:
@@ -490,6 +493,7 @@ class Trainer:
                     f"{str(e).splitlines()[0][:120] if str(e) else ''}); was config.yaml edited?",
                     path=self.run_dir / "checkpoints",
                 ) from None
+            self.schedule.replan(self._lr_factor())  # over the epochs a budget planned
             self.finished = self._done()  # a finished run resumed with more epochs or steps trains on
             self.log(f"resumed at epoch {self.epoch + 1}, step {self.step_in_epoch} of {steps_per_epoch} "
                      f"(global step {self.global_step})")
@@ -510,13 +514,34 @@ class Trainer:
         finally:
             self.metrics.close()  # TensorBoard's events of a run that stops early (pruned, interrupted) too
 
+    def _lr_factor(self):
+        """The schedule's multiplier of the learning rate at each step, over the planned epochs."""
+        total = self.steps_per_epoch * self.epochs
+        if self.cfg.max_steps:
+            total = min(total, self.cfg.max_steps)
+        return lr_factor(self.cfg, self.steps_per_epoch, total)
+
+    def _fit_budget(self, eval_seconds: float) -> None:
+        """train.budget_seconds, after the first epoch: plan as many epochs as fit in the budget at the measured
+        time of this one (its training steps and its valid evaluation; ranks take their mean), then the schedule
+        decays over them."""
+        per_rank = D.all_reduce_sums({"seconds": self.epoch_time + eval_seconds})["seconds"]
+        per_epoch = per_rank / self.world
+        fit = max(1, int(self.cfg.budget_seconds // max(per_epoch, 1e-9)))
+        self.epochs, self.budgeted = min(self.cfg.epochs, fit), True
+        self.schedule.replan(self._lr_factor())
+        self.metrics.write({"split": "budget", "epoch": 1, "step": self.global_step, "epoch_seconds": per_epoch,
+                            "epochs": self.epochs})
+        self.log(f"train.budget_seconds={self.cfg.budget_seconds:g}: an epoch takes {per_epoch:.1f} s, so "
+                 f"{self.epochs} epochs (train.epochs={self.cfg.epochs} at most)")
+
     def _run_epoch(self, plan: Sequence[Any], has_valid: bool) -> None:
         cfg = self.cfg
         if self.step_in_epoch == 0:
             self.epoch_sums, self.epoch_time = {}, 0.0
         self.task.start_epoch(self.epoch)
         self._unfreeze()
-        steps, epochs = progress_span(len(plan), self.step_in_epoch, self.global_step, self.epoch, cfg.epochs,
+        steps, epochs = progress_span(len(plan), self.step_in_epoch, self.global_step, self.epoch, self.epochs,
                                       cfg.max_steps)
         bar = tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
                    disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
@@ -592,7 +617,7 @@ class Trainer:
     def _done(self) -> bool:
         """All epochs run, `max_steps` or `max_seconds` reached, or no improvement for `early_stopping` epochs."""
         c = self.cfg
-        return (self.epoch >= c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
+        return (self.epoch >= self.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
                 or bool(c.early_stopping and self.bad_epochs >= c.early_stopping) or self._out_of_time())
 
     def _end_epoch(self, has_valid: bool) -> None:
@@ -601,7 +626,7 @@ class Trainer:
         train_rate = sums.get("examples", sums.get("n", 0.0)) / max(self.epoch_time, 1e-9)
         self.metrics.write({"split": "train_epoch", "epoch": self.epoch + 1, "step": self.global_step,
                             "seconds": self.epoch_time, "examples_per_s": train_rate, **train})
-        valid = None
+        valid, t0 = None, time.perf_counter()
         with self._averaged_weights():
             if has_valid:
                 valid = self.evaluate("valid")
@@ -612,6 +637,8 @@ class Trainer:
         self._snapshot()
         if self.task.headline in train:
             self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
+        if self.cfg.budget_seconds and not self.budgeted:
+            self._fit_budget(time.perf_counter() - t0)
         stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
         if stop_early:
             self.log(f"early stopping: no improvement of valid {self.metric} for {self.bad_epochs} epochs")
