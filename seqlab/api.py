@@ -29,8 +29,9 @@ from seqlab.tasks.transfer import Source, load_matching
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import checkpoint_dirs, load_weights
 from seqlab.train.device import resolve_device, seed_everything, set_threads
+from seqlab.train.metrics_log import summary_writer
 from seqlab.train.precision import auto_precision
-from seqlab.train.trainer import Trainer, summary_writer
+from seqlab.train.trainer import Trainer
 
 # keys that may change when a run is resumed (training longer); everything else must stay as it was
 RESUMABLE_KEYS = {"train.epochs", "train.max_steps", "train.max_seconds", "train.early_stopping", "threads", "device"}

@@ -16,7 +16,6 @@ and is broadcast, and only rank 0 writes checkpoints, weights and metrics.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -37,6 +36,7 @@ from seqlab.train import distributed as D
 from seqlab.train.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint, save_weights
 from seqlab.train.config import TrainConfig
 from seqlab.train.device import autocast, grad_scaler, rng_state, set_rng_state
+from seqlab.train.metrics_log import MetricsLog
 from seqlab.train.optim import Schedule, build_optimizer, layer_groups, lr_factor, stack_optimizer_state
 
 LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char"}
@@ -70,60 +70,6 @@ class TrainTask(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-class MetricsLog:
-    """`metrics.jsonl`: one JSON object per log step or evaluation, appended and flushed. With `tensorboard` (a
-    folder: `train.tensorboard=true`), each record's numbers also go to TensorBoard event files there, as
-    `SPLIT/NAME` scalars at the record's step (torch's SummaryWriter; `tensorboard --logdir runs` shows them)."""
-
-    def __init__(self, path: Path, enabled: bool = True, tensorboard: Path | None = None):
-        self.path, self.enabled = path, enabled
-        self.lines = 0
-        self.tensorboard, self.purge_step, self.writer = tensorboard if enabled else None, None, None
-        if path.exists():
-            with open(path, encoding="utf-8") as f:
-                self.lines = sum(1 for _ in f)
-
-    def truncate(self, lines: int, step: int | None = None) -> None:
-        """Drop lines written after the checkpoint a run resumes from (and TensorBoard's events from `step`)."""
-        self.purge_step = step
-        if not self.enabled or not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            kept = [line for _, line in zip(range(lines), f, strict=False)]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        self.lines = len(kept)
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        self.lines += 1
-        if self.tensorboard is not None:
-            if self.writer is None:
-                self.writer = summary_writer()(str(self.tensorboard), purge_step=self.purge_step, flush_secs=10)
-            for name, value in record.items():
-                if name not in ("split", "epoch", "step") and isinstance(value, (int, float)) and \
-                        not isinstance(value, bool):
-                    self.writer.add_scalar(f"{record['split']}/{name}", value, global_step=record["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def summary_writer() -> type:
-    """torch's SummaryWriter, or a ConfigError when the tensorboard package is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install 'seqlab[tensorboard]')"
-                          ) from None
-    return SummaryWriter
 
 
 def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
