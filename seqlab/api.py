@@ -112,7 +112,10 @@ def train(
     log = None if quiet else log
     owns_group = D.setup(_peek_device(preset, overrides, resume))
     try:
-        return _train(preset, overrides, out, resume, quiet, log if D.is_main() else None, on_valid, test)
+        run_dir = _train(preset, overrides, out, resume, quiet, log if D.is_main() else None, on_valid, test)
+        if owns_group:  # every rank leaves once rank 0 has written the run: the run each returns is complete, and
+            D.barrier()  # gloo aborts a process whose group is destroyed while a peer still uses its connection
+        return run_dir
     finally:
         if owns_group:
             D.teardown()

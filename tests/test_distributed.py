@@ -56,9 +56,11 @@ def _worker(rank: int, world: int, port: int, overrides: dict, out: str | None, 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     if resume is not None:
-        seqlab.train(resume=resume, quiet=True)
+        run = seqlab.train(resume=resume, quiet=True)
     else:
-        seqlab.train(None, overrides, out=out, quiet=True)
+        run = seqlab.train(None, overrides, out=out, quiet=True)
+    # every rank returns once rank 0 has written the run (and all leave the group together)
+    assert (run / "summary.json").is_file(), f"rank {rank} returned before the run was written"
 
 
 def _spawn(world: int, overrides: dict | None = None, out=None, resume=None) -> None:
