@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from seqlab.errors import ConfigError
+from seqlab.train import optim
 from seqlab.train.config import TrainConfig
 from seqlab.train.optim import Muon, Schedule, build_optimizer, lr_factor, newton_schulz
 
@@ -226,7 +227,32 @@ def test_an_optimizer_state_of_separate_qkv_projections_is_stacked():
     assert stack_optimizer_state(fresh, model, today) == today  # today's state is left as it is
 
 
-def test_our_muon_is_torchs_muon_with_float32_newton_schulz_on_the_cpu():
+def test_muon_orthogonalises_matrices_of_one_shape_together_as_it_would_each_alone(monkeypatch):
+    monkeypatch.setattr(optim, "newton_schulz_dtype", lambda device: torch.float32)
+    torch.manual_seed(0)
+    w = [nn.Parameter(torch.randn(6, 4) * s) for s in (1.0, 0.01, 30.0)] + [nn.Parameter(torch.randn(4, 6))]
+    together = [nn.Parameter(p.detach().clone()) for p in w]
+    alone = [[nn.Parameter(p.detach().clone())] for p in w]
+    opt = Muon(together, lr=0.05, weight_decay=0.1, nesterov=True)
+    opts = [Muon(ps, lr=0.05, weight_decay=0.1, nesterov=True) for ps in alone]
+    for _ in range(3):
+        grads = [torch.randn_like(p) * s for p, s in zip(w, (1.0, 1e-3, 50.0, 1.0), strict=True)]
+        for p, q, g in zip(together, alone, grads, strict=True):
+            p.grad, q[0].grad = g.clone(), g.clone()
+        opt.step()
+        for o in opts:
+            o.step()
+    for p, (q,), first in zip(together, alone, w, strict=True):  # each matrix normalised on its own, in the stack
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(p, first)
+    g = torch.randn(3, 8, 5)
+    torch.testing.assert_close(newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7),
+                               torch.stack([newton_schulz(m, (3.4445, -4.775, 2.0315), 5, 1e-7) for m in g]))
+
+
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])
+def test_our_muon_is_torchs_muon_with_the_newton_schulz_dtype_of_the_machine(monkeypatch, ns_dtype):
+    monkeypatch.setattr(optim, "newton_schulz_dtype", lambda device: ns_dtype)
     torch.manual_seed(0)
     w = [nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(3, 5))]
     ours, theirs = [nn.Parameter(p.detach().clone()) for p in w], [nn.Parameter(p.detach().clone()) for p in w]
@@ -237,9 +263,22 @@ def test_our_muon_is_torchs_muon_with_float32_newton_schulz_on_the_cpu():
             for p, g in zip(params, grads, strict=True):
                 p.grad = g.clone()
             opt.step()
-    for x, y in zip(ours, theirs, strict=True):  # torch's orthogonalises in bfloat16: equal to its precision
-        torch.testing.assert_close(x, y, atol=2e-2, rtol=2e-2)
-        assert not torch.equal(x, y)  # ours in float32
+    for x, y in zip(ours, theirs, strict=True):
+        if ns_dtype == torch.bfloat16:  # torch's orthogonalises in bfloat16 too
+            torch.testing.assert_close(x, y, atol=1e-3, rtol=1e-3)
+        else:  # ours in float32: equal to bfloat16's precision, not equal
+            torch.testing.assert_close(x, y, atol=2e-2, rtol=2e-2)
+            assert not torch.equal(x, y)
     g = torch.randn(8, 5)
     s = torch.linalg.svdvals(newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7))
     assert s.min() > 0.5 and s.max() < 1.5  # about orthogonal (Muon's iteration: singular values in ~[0.7, 1.2])
+
+
+def test_newton_schulz_runs_in_bfloat16_only_where_matrix_units_make_it_fast(monkeypatch):
+    for avx512_bf16, amx, expected in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert optim.newton_schulz_dtype(torch.device("cpu")) == expected
+    assert optim.newton_schulz_dtype(torch.device("cuda")) == torch.bfloat16
+    assert optim.newton_schulz_dtype(torch.device("mps")) == torch.float32

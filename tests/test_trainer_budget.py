@@ -1,5 +1,6 @@
-"""train.budget_seconds: after the first epoch the run plans as many epochs as fit in the budget at that epoch's
-measured time (train.epochs at most), the schedule decays over them, a resumed run keeps the plan.
+"""train.budget_seconds: after each epoch of the first half of the run, the run plans as many epochs as fit in the
+budget at the mean measured epoch time (train.epochs at most), the schedule decays over them, a resumed run keeps
+the plan.
 
 The trainer's clock is replaced by one that only the training steps and evaluations advance, so the epoch time
 (and with it the plan) is exact."""
@@ -34,13 +35,13 @@ class Clock:
 class Timed(ToyTask):
     """The toy regression whose steps and evaluations take known time on `clock`; records each step's lr."""
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, first_step: float = STEP_SECONDS):
         super().__init__()
-        self.clock, self.trainer = clock, None
+        self.clock, self.trainer, self.first_step = clock, None, first_step
         self.lrs: list[float] = []
 
     def training_loss(self, model, batch):
-        self.clock.now += STEP_SECONDS
+        self.clock.now += self.first_step if not self.lrs else STEP_SECONDS
         self.lrs.append(self.trainer.schedule.get_lr())
         return super().training_loss(model, batch)
 
@@ -56,10 +57,10 @@ def clock(monkeypatch) -> Clock:
     return c
 
 
-def trainer_for(tmp_path, clock: Clock, **options) -> tuple[Timed, Trainer]:
+def trainer_for(tmp_path, clock: Clock, first_step: float = STEP_SECONDS, **options) -> tuple[Timed, Trainer]:
     tmp_path.mkdir(exist_ok=True)
     torch.manual_seed(0)
-    task = Timed(clock)
+    task = Timed(clock, first_step)
     cfg = build_dataclass(TrainConfig, {"epochs": 10, "lr": 0.05, "schedule": "linear", **options}, "train")
     task.trainer = Trainer(task, nn.Linear(3, 1), cfg, tmp_path, torch.device("cpu"), log=None, progress=False)
     return task, task.trainer
@@ -82,6 +83,18 @@ def test_the_epochs_that_fit_are_run_and_the_schedule_decays_over_them(tmp_path,
     assert trainer.schedule.get_lr() == pytest.approx(0.0)
 
 
+def test_a_slow_first_epoch_is_averaged_out_in_the_first_half_of_the_run(tmp_path, clock):
+    # epoch 1 takes 12 s (a first step of 7 s), the others 6 s: the plan follows the mean epoch time while no
+    # more than half of the planned epochs are done (60 // 12 = 5, 60 // 9 = 6, 60 // 8 = 7), then stays
+    task, trainer = trainer_for(tmp_path, clock, first_step=7.0, budget_seconds=60.0)
+    trainer.fit()
+    assert [(r["epoch"], r["epoch_seconds"], r["epochs"]) for r in records(tmp_path, "budget")] == [
+        (1, 12.0, 5), (2, 9.0, 6), (3, 8.0, 7)]
+    assert trainer.epoch == 7 and len(task.lrs) == 7 * STEPS
+    assert task.lrs[3 * STEPS:] == pytest.approx([0.05 * (1 - s / 28) for s in range(3 * STEPS, 7 * STEPS)])
+    assert trainer.schedule.get_lr() == pytest.approx(0.0)
+
+
 def test_train_epochs_stays_the_most(tmp_path, clock):
     task, trainer = trainer_for(tmp_path, clock, epochs=2, budget_seconds=600.0)
     trainer.fit()
@@ -101,14 +114,15 @@ def test_without_a_budget_the_epochs_are_train_epochs(tmp_path, clock):
     assert task.lrs == pytest.approx([0.05 * (1 - s / 12) for s in range(12)])
 
 
-def test_a_resumed_run_keeps_the_planned_epochs_and_rates(tmp_path, clock):
-    whole, trainer = trainer_for(tmp_path / "whole", clock, budget_seconds=20.0)
+@pytest.mark.parametrize("first_step, budget, planned", [(STEP_SECONDS, 20.0, [3]), (7.0, 60.0, [5, 6, 7])])
+def test_a_resumed_run_keeps_the_planned_epochs_and_rates(tmp_path, clock, first_step, budget, planned):
+    whole, trainer = trainer_for(tmp_path / "whole", clock, first_step, budget_seconds=budget)
     trainer.fit()
 
     class Stop(Exception):
         pass
 
-    part, first = trainer_for(tmp_path / "part", clock, budget_seconds=20.0, checkpoint_seconds=0)
+    part, first = trainer_for(tmp_path / "part", clock, first_step, budget_seconds=budget, checkpoint_seconds=0)
     real_end = first._end_epoch
 
     def end_then_stop(has_valid):  # interrupted right after epoch 2's checkpoint
@@ -119,9 +133,10 @@ def test_a_resumed_run_keeps_the_planned_epochs_and_rates(tmp_path, clock):
     first._end_epoch = end_then_stop
     with pytest.raises(Stop):
         first.fit()
-    rest, second = trainer_for(tmp_path / "part", clock, budget_seconds=20.0, checkpoint_seconds=0)
-    second.fit(resume=True)
-    assert second.epoch == 3 and len(records(tmp_path / "part", "budget")) == 1
+    rest, second = trainer_for(tmp_path / "part", clock, STEP_SECONDS, budget_seconds=budget, checkpoint_seconds=0)
+    second.fit(resume=True)  # the seconds spent before the interruption count: epoch 3 is planned as in one run
+    assert second.epoch == planned[-1]
+    assert [r["epochs"] for r in records(tmp_path / "part", "budget")] == planned
     assert part.lrs + rest.lrs == pytest.approx(whole.lrs)
 
 

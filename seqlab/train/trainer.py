@@ -162,8 +162,9 @@ class Trainer:
         self.last_checkpoint = time.perf_counter()
         # position and history (all of it goes into train_state.pt)
         self.epoch = 0
-        self.epochs = cfg.epochs  # the epochs planned: train.budget_seconds sets them after the first one
+        self.epochs = cfg.epochs  # the epochs planned: train.budget_seconds sets them after each one
         self.budgeted = False  # train.budget_seconds has set self.epochs
+        self.budget_spent = 0.0  # train.budget_seconds: the seconds of the epochs done (steps and valid evaluation)
         self.steps_per_epoch = 1
         self.step_in_epoch = 0
         self.global_step = 0
@@ -207,6 +208,7 @@ class Trainer:
             "snapshots": self.snapshots,
             "averaged": self.averaged,
             "budget_epochs": self.epochs if self.budgeted else None,
+            "budget_spent": self.budget_spent,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -226,6 +228,7 @@ class Trainer:
         self.averaged = state.get("averaged", 0)
         if self.cfg.budget_seconds and state.get("budget_epochs"):  # the epochs the budget planned stay planned
             self.epochs, self.budgeted = min(self.cfg.epochs, state["budget_epochs"]), True
+            self.budget_spent = float(state.get("budget_spent", 0.0))
         task = state["task"]  # one per rank under DDP (a dict: checkpointed by one process, or by seqlab <= 0.2)
         self.task.load_state_dict(task[self.rank] if isinstance(task, list) else task)
         self.metrics.truncate(state["metrics_lines"], step=self.global_step + 1)
@@ -468,18 +471,27 @@ class Trainer:
         return lr_factor(self.cfg, self.steps_per_epoch, total)
 
     def _fit_budget(self, eval_seconds: float) -> None:
-        """train.budget_seconds, after the first epoch: plan as many epochs as fit in the budget at the measured
-        time of this one (its training steps and its valid evaluation; ranks take their mean), then the schedule
-        decays over them."""
+        """train.budget_seconds, after each epoch of the first half of the run: plan as many epochs as fit in the
+        budget at the mean measured time of the epochs so far (training steps and valid evaluation; ranks take
+        their mean), train.epochs at most and never fewer than are done; the schedule decays over them. A first
+        epoch slower than the rest (warm-up, a busy machine) no longer leaves the budget's end unused; in the
+        second half the plan stays, so the decay to the end is never moved."""
+        done = self.epoch + 1
+        if self.budgeted and done > self.epochs / 2:
+            return
         per_rank = D.all_reduce_sums({"seconds": self.epoch_time + eval_seconds})["seconds"]
-        per_epoch = per_rank / self.world
-        fit = max(1, int(self.cfg.budget_seconds // max(per_epoch, 1e-9)))
-        self.epochs, self.budgeted = min(self.cfg.epochs, fit), True
+        self.budget_spent += per_rank / self.world
+        per_epoch = self.budget_spent / done
+        fit = max(done, int(self.cfg.budget_seconds // max(per_epoch, 1e-9)))
+        planned, self.budgeted = min(self.cfg.epochs, fit), True
+        if planned == self.epochs and done > 1:
+            return
+        self.epochs = planned
         self.schedule.replan(self._lr_factor())
-        self.metrics.write({"split": "budget", "epoch": 1, "step": self.global_step, "epoch_seconds": per_epoch,
+        self.metrics.write({"split": "budget", "epoch": done, "step": self.global_step, "epoch_seconds": per_epoch,
                             "epochs": self.epochs})
-        self.log(f"train.budget_seconds={self.cfg.budget_seconds:g}: an epoch takes {per_epoch:.1f} s, so "
-                 f"{self.epochs} epochs (train.epochs={self.cfg.epochs} at most)")
+        self.log(f"train.budget_seconds={self.cfg.budget_seconds:g}: an epoch takes {per_epoch:.1f} s on average, "
+                 f"so {self.epochs} epochs (train.epochs={self.cfg.epochs} at most)")
 
     def _run_epoch(self, plan: Sequence[Any], has_valid: bool) -> None:
         cfg = self.cfg
@@ -583,7 +595,7 @@ class Trainer:
         self._snapshot()
         if self.task.headline in train:
             self.log(_fmt_epoch(self.epoch, self.epoch_time, train, valid, self.task.headline))
-        if self.cfg.budget_seconds and not self.budgeted:
+        if self.cfg.budget_seconds:
             self._fit_budget(time.perf_counter() - t0)
         stop_early = bool(self.cfg.early_stopping and self.bad_epochs >= self.cfg.early_stopping)
         if stop_early:
