@@ -21,9 +21,10 @@ class TrainConfig:
     max_steps: Positive | None = None  # stop after this many optimiser steps (None: run all epochs)
     max_seconds: PositiveFloat | None = None  # stop training after this many seconds (None: no limit); the
     # epoch it cuts is evaluated, the best weights kept (`seqlab tune` gives each trial what its budget has left)
-    budget_seconds: PositiveFloat | None = None  # plan the epochs to fill this many seconds: after the first one,
-    # the run trains as many epochs as fit at its measured time (training and valid), train.epochs at most, and
-    # the schedule (cosine, linear) decays over them; the first epoch's rates follow the schedule over train.epochs
+    budget_seconds: PositiveFloat | None = None  # plan the epochs to fill this many seconds: after each epoch of
+    # the first half of the run, as many epochs as fit at the mean measured epoch time (training and valid),
+    # train.epochs at most, and the schedule (cosine, linear) decays over them; the first epoch's rates follow
+    # the schedule over train.epochs
     optimizer: Literal["sgd", "adam", "adamw", "adagrad", "muon"] = "sgd"  # sgd: the lecture's; adagrad: row-wise
     # if sparse; muon: Muon for the hidden layers' matrices (optim.Muon), AdamW (lr, betas, weight decay) for the rest
     muon_lr: PositiveFloat = 0.02  # muon: the matrices' learning rate (the peak; the schedule scales it as lr)
