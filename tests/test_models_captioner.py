@@ -147,3 +147,25 @@ def test_an_image_blind_captioner_never_looks_at_the_picture_but_learns_the_capt
         loss.backward()
         opt.step()
     assert model.encoder.constant.grad is not None and loss.item() < 0.05
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_concept_head_gives_a_logit_per_word_and_the_decoder_reads_it(kind):
+    """model.concepts (issue 23): forward_train returns (B, V) concept logits from the grid; the decoder's start
+    reads their probabilities, so changing the head changes the captions' logits; step decoding still equals
+    teacher forcing. Without the option the parameters are those of earlier runs (no concept head)."""
+    assert not [n for n, _ in make(kind).named_parameters() if "concept" in n]
+    model = make(kind, concepts=True).eval()
+    images, tgt, index = torch.randn(2, 3, 16, 16), torch.randint(4, V, (3, 5)), torch.tensor([0, 1, 1])
+    out = model.forward_train(images, tgt, index)
+    assert out.logits.shape == (3, 5, V) and out.concepts.shape == (2, V)
+    torch.testing.assert_close(out.logits, model(images, tgt, index))
+    state = model.encode(images[index])
+    for t in range(5):
+        logits, state, _ = model.decode_step(tgt[:, t], state)
+        torch.testing.assert_close(logits, out.logits[:, t], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        model.concepts.linear.bias.add_(3.0)
+    changed = model.forward_train(images, tgt, index)
+    assert not torch.allclose(changed.logits, out.logits, atol=1e-4)
+    assert torch.all(changed.concepts > out.concepts)

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seqlab import api
@@ -112,3 +113,41 @@ def test_picture_from_bytes_and_arrays(run):
     assert captioner.predict([big], beam=1)[0]["caption"] == "a red square on grey"
     with pytest.raises(DataError, match="uploaded image"):
         captioner.load_input(b"not an image")
+
+
+def test_concept_targets_hold_every_caption_word_of_each_image_and_no_special(run):
+    """Issue 23's visual concepts: the multi-label target of each image is the words of all of its captions."""
+    from seqlab.data.batching import Packed
+
+    task = api.load(run[0]).task
+    tok = task.tok
+    red, grey, square, blue = (tok.token_to_id(w) for w in ("red", "grey", "square", "blue"))
+    tokens = Packed.from_lists([[red, square], [tok.unk_id, grey], [blue], [tok.eos_id]])
+    target = task.concept_targets(tokens, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1]), 2)
+    assert target.shape == (2, tok.vocab_size) and target.dtype == torch.float32
+    assert sorted(np.flatnonzero(target[0]).tolist()) == sorted([red, square, grey])
+    assert np.flatnonzero(target[1]).tolist() == [blue]  # eos and unk are no concepts
+
+
+def test_a_concept_head_learns_which_words_describe_each_picture(tmp_path):
+    """model.concepts=true: the task's multi-label loss trains the head; each picture's colour word gets a high
+    probability, the other colours a low one (and the captions are still learnt)."""
+    import os
+
+    os.environ["SEQLAB_CACHE"] = str(tmp_path / "cache")
+    img, captions = write_data(tmp_path)
+    cfg = {**config(img, captions), "model.hidden": 64, "model.dim": 32, "model.attention_dim": 32,
+           "model.concepts": True, "task.concept_loss": 1.0, "train.epochs": 30}
+    run_dir = api.train(cfg, out=tmp_path / "run", quiet=True, log=None)
+    captioner = api.load(run_dir)
+    out = captioner.predict([str(img / f"{c}.jpg") for c in COLORS], beam=1)
+    assert [r["caption"] for r in out] == [f"a {c} square on grey" for c in COLORS]
+    task, model = captioner.task, captioner.model
+    pixels = np.stack([captioner.load_input(str(img / f"{c}.jpg")).transpose(2, 0, 1) for c in COLORS])
+    with torch.no_grad():
+        probs = torch.sigmoid(model.encode(task.to_input(pixels)).concepts)  # (3, V)
+    ids = [task.tok.token_to_id(c) for c in COLORS]
+    own = probs[:, ids].diagonal()
+    others = probs[:, ids][~torch.eye(3, dtype=torch.bool)]
+    assert own.min() > 0.5 > others.max(), (own, others)  # without the loss (measured): others up to 1.0
+    assert probs[:, task.tok.unk_id].max() < 0.5

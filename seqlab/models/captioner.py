@@ -18,11 +18,20 @@ Every captioner has the same tensors in and out (teacher forcing: `tgt_in` is `<
 
     forward(images (B, C, H, W), tgt_in (N, T), image_index (N,)) -> logits (N, T, V)
     forward_with_attention(...) -> (logits (N, T, V), attention (N, T, G) over the G grid cells, or None)
+    forward_train(..., need_weights) -> CaptionOutput(logits, attention or None, concepts (B, V) or None)
 
 `image_index[n]` is the image caption n describes, so the encoder runs once for an image with five captions.
 Decoding goes through `seqlab.tasks.decoding` (the search translation uses): `encode(images)` -> state,
 `decode_step(tokens (N,), state, need_weights)` -> (logits (N, V), state, attention (N, G)),
 `reorder_state(state, index)`.
+
+Visual concepts (`concepts: true`, after Fang et al. 2015, "From captions to visual concepts and back"; fed
+to the decoder as in Yao et al. 2017, "Boosting image captioning with attributes"): a linear head on the mean
+grid feature gives a logit per vocabulary word, "do this picture's captions use the word?", which the task
+trains with a multi-label loss on the training captions (`task.concept_loss`). That gives the encoder a
+direct signal from 6,000 pictures rather than only the one through the decoder; the words' probabilities
+(with dropout) join the decoder's start: the RNN's initial state reads them beside the mean feature, the
+Transformer adds their projection to every memory cell.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ class EncoderOptions:
     freeze_encoder: bool = False  # resnet: keep the loaded weights fixed
     image_blind: bool = False  # the grid is one learned constant, whatever the picture: the same decoder as a
     # caption language model, the baseline that shows how much a captioner uses the image
+    concepts: bool = False  # a visual-concept head (a logit per word) trained by task.concept_loss, read by the
+    # decoder (see the module docstring)
 
     def validate(self) -> None:
         if not self.channels:
@@ -90,6 +101,26 @@ class GridEncoder(nn.Module):
             return self.constant.expand(images.size(0), -1, -1)  # (B, G, D)
         x = self.net(images)  # (B, D, H', W')
         return x.flatten(2).transpose(1, 2)  # (B, H' * W', D)
+
+
+class ConceptHead(nn.Module):
+    """grid (B, G, D) -> concept logits (B, V): one linear layer on the mean feature of the grid."""
+
+    def __init__(self, dim: int, vocab_size: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, vocab_size)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        return self.linear(grid.mean(dim=1))
+
+
+@dataclass
+class CaptionOutput:
+    """What a captioner computes in training (teacher forcing)."""
+
+    logits: Tensor  # (N, T, V) per caption and position
+    attention: Tensor | None  # (N, T, G) over the grid cells (need_weights and a model that attends), or None
+    concepts: Tensor | None  # (B, V) concept logits per image (model.concepts), or None
 
 
 def _torchvision_backbone(opt: EncoderOptions) -> tuple[nn.Module, int]:
@@ -139,6 +170,7 @@ class RNNCaptionState:
     grid: Tensor  # (N, G, D) image features
     h: Tensor  # (N, H)
     c: Tensor  # (N, H)
+    concepts: Tensor | None = None  # (N, V) concept logits (model.concepts; not carried by decoding)
 
 
 class CaptionRNN(nn.Module):
@@ -156,7 +188,9 @@ class CaptionRNN(nn.Module):
         self.encoder = GridEncoder(cfg, in_channels, image_size)
         D, H = self.encoder.dim, cfg.hidden
         self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=padding_idx)
-        self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)
+        self.concepts = ConceptHead(D, vocab_size) if cfg.concepts else None
+        start = D + (vocab_size if cfg.concepts else 0)  # the initial state reads the mean feature (and concepts)
+        self.init_h, self.init_c = nn.Linear(start, H), nn.Linear(start, H)
         if cfg.attention:
             self.attention = AdditiveAttention(H, D, cfg.attention_dim)
             self.gate = nn.Linear(H, D)
@@ -165,10 +199,15 @@ class CaptionRNN(nn.Module):
         self.out = nn.Linear(H, vocab_size)
 
     def encode(self, images: Tensor) -> RNNCaptionState:
-        """images: (B, C, H, W) -> the initial state, from the mean feature of the grid."""
+        """images: (B, C, H, W) -> the initial state, from the mean feature of the grid (and the concepts'
+        probabilities)."""
         grid = self.encoder(images)  # (B, G, D)
-        mean = self.dropout(grid.mean(dim=1))
-        return RNNCaptionState(grid, torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        start, concepts = grid.mean(dim=1), None
+        if self.concepts is not None:
+            concepts = self.concepts(grid)  # (B, V)
+            start = torch.cat([start, torch.sigmoid(concepts)], dim=-1)
+        start = self.dropout(start)
+        return RNNCaptionState(grid, torch.tanh(self.init_h(start)), torch.tanh(self.init_c(start)), concepts)
 
     def _step(self, tokens: Tensor, state: RNNCaptionState) -> tuple[Tensor, RNNCaptionState, Tensor | None]:
         """tokens: (N,) -> (h_t (N, H), new state, attention (N, G) or None)."""
@@ -180,9 +219,10 @@ class CaptionRNN(nn.Module):
         h, c = self.cell(x, (state.h, state.c))
         return h, RNNCaptionState(state.grid, h, c), weights
 
-    def forward_with_attention(self, images: Tensor, tgt_in: Tensor, image_index: Tensor
-                               ) -> tuple[Tensor, Tensor | None]:
-        """-> (logits (N, T, V), attention (N, T, G) or None without attention)."""
+    def forward_train(self, images: Tensor, tgt_in: Tensor, image_index: Tensor, need_weights: bool = True
+                      ) -> CaptionOutput:
+        """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V), attention (N, T, G)
+        (with attention), concept logits (B, V) (with concepts)."""
         s = self.encode(images)
         state = RNNCaptionState(s.grid.index_select(0, image_index), s.h.index_select(0, image_index),
                                 s.c.index_select(0, image_index))
@@ -192,11 +232,18 @@ class CaptionRNN(nn.Module):
             outputs.append(h)
             weights.append(w)
         logits = self.out(self.dropout(torch.stack(outputs, dim=1)))
-        return logits, torch.stack(weights, dim=1) if self.cfg.attention else None
+        attention = torch.stack(weights, dim=1) if self.cfg.attention and need_weights else None
+        return CaptionOutput(logits, attention, s.concepts)
+
+    def forward_with_attention(self, images: Tensor, tgt_in: Tensor, image_index: Tensor
+                               ) -> tuple[Tensor, Tensor | None]:
+        """-> (logits (N, T, V), attention (N, T, G) or None without attention)."""
+        out = self.forward_train(images, tgt_in, image_index)
+        return out.logits, out.attention
 
     def forward(self, images: Tensor, tgt_in: Tensor, image_index: Tensor) -> Tensor:
         """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V)."""
-        return self.forward_with_attention(images, tgt_in, image_index)[0]
+        return self.forward_train(images, tgt_in, image_index, need_weights=False).logits
 
     def decode_step(self, tokens: Tensor, state: RNNCaptionState, need_weights: bool = False
                     ) -> tuple[Tensor, RNNCaptionState, Tensor | None]:
@@ -237,6 +284,7 @@ class TransformerCaptionState:
 
     memory: Tensor  # (N, G, dim)
     cache: list[DecoderLayerCache]
+    concepts: Tensor | None = None  # (N, V) concept logits (model.concepts; not carried by decoding)
 
 
 class CaptionTransformer(nn.Module):
@@ -255,6 +303,9 @@ class CaptionTransformer(nn.Module):
         self.encoder = GridEncoder(cfg, in_channels, image_size)
         self.project = nn.Sequential(nn.Linear(self.encoder.dim, d), nn.LayerNorm(d))
         self.grid_pos = nn.Parameter(torch.zeros(self.encoder.grid, d))  # one learned vector per grid cell
+        self.concepts = ConceptHead(self.encoder.dim, vocab_size) if cfg.concepts else None
+        self.project_concepts = nn.Linear(vocab_size, d) if cfg.concepts else None
+        self.concept_dropout = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.grid_pos, std=0.02)
         self.embed = nn.Embedding(vocab_size, d, padding_idx=padding_idx)
         nn.init.normal_(self.embed.weight, std=d**-0.5)
@@ -269,8 +320,14 @@ class CaptionTransformer(nn.Module):
             self.out.weight = self.embed.weight
 
     def encode(self, images: Tensor) -> TransformerCaptionState:
-        """images: (B, C, H, W) -> the grid as memory (B, G, dim) and empty caches."""
-        return TransformerCaptionState(self.project(self.encoder(images)) + self.grid_pos, self.decoder.new_cache())
+        """images: (B, C, H, W) -> the grid as memory (B, G, dim) (plus the concepts' projection) and empty
+        caches."""
+        grid = self.encoder(images)  # (B, G, D)
+        memory, concepts = self.project(grid) + self.grid_pos, None
+        if self.concepts is not None:
+            concepts = self.concepts(grid)  # (B, V)
+            memory = memory + self.project_concepts(self.concept_dropout(torch.sigmoid(concepts)))[:, None]
+        return TransformerCaptionState(memory, self.decoder.new_cache(), concepts)
 
     def _decode(self, tokens: Tensor, memory: Tensor, need_weights: bool, cache: list[DecoderLayerCache] | None
                 ) -> tuple[Tensor, Tensor | None]:
@@ -281,16 +338,23 @@ class CaptionTransformer(nn.Module):
         h, weights = self.decoder(y, memory, None, None, need_weights, cache)
         return self.out(h), weights[-1].mean(dim=1) if need_weights else None
 
+    def forward_train(self, images: Tensor, tgt_in: Tensor, image_index: Tensor, need_weights: bool = True
+                      ) -> CaptionOutput:
+        """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V), attention (N, T, G)
+        (need_weights), concept logits (B, V) (with concepts)."""
+        state = self.encode(images)
+        logits, weights = self._decode(tgt_in, state.memory.index_select(0, image_index), need_weights, None)
+        return CaptionOutput(logits, weights, state.concepts)
+
     def forward_with_attention(self, images: Tensor, tgt_in: Tensor, image_index: Tensor
                                ) -> tuple[Tensor, Tensor | None]:
         """-> (logits (N, T, V), attention (N, T, G))."""
-        memory = self.encode(images).memory.index_select(0, image_index)
-        return self._decode(tgt_in, memory, True, None)
+        out = self.forward_train(images, tgt_in, image_index)
+        return out.logits, out.attention
 
     def forward(self, images: Tensor, tgt_in: Tensor, image_index: Tensor) -> Tensor:
         """images: (B, C, H, W), tgt_in: (N, T), image_index: (N,) -> logits (N, T, V)."""
-        memory = self.encode(images).memory.index_select(0, image_index)
-        return self._decode(tgt_in, memory, False, None)[0]
+        return self.forward_train(images, tgt_in, image_index, need_weights=False).logits
 
     def decode_step(self, tokens: Tensor, state: TransformerCaptionState, need_weights: bool = False
                     ) -> tuple[Tensor, TransformerCaptionState, Tensor | None]:

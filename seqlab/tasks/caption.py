@@ -15,9 +15,12 @@ the vocabulary keeps training words seen `task.min_freq` times.
 Training: teacher forcing over every caption of each image in the batch (the image is encoded once), the
 token-level cross-entropy with padding masked, plus `task.attention_reg` x the doubly-stochastic penalty
 of Show, Attend and Tell, mean over captions and grid cells of (1 - sum_t alpha_t,cell)^2, for models that
-attend. Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all references,
-lowercased) and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best checkpoint), beam
-search on the other splits, with the greedy scores beside.
+attend; for models with a visual-concept head (`model.concepts`), plus `task.concept_loss` x its multi-label
+loss: per training image, the binary cross-entropy of each vocabulary word's logit against "one of the
+image's captions uses the word" (specials and <unk> are no concepts), summed over the words and averaged
+over the images. Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all
+references, lowercased) and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best
+checkpoint), beam search on the other splits, with the greedy scores beside.
 
 `captions.txt`: after the test evaluation, the run directory gets the test captions the test metrics scored
 (beam search with `task.beam` and `task.length_penalty`, greedy when beam is 1), as UTF-8 tab-separated values:
@@ -42,6 +45,7 @@ import numpy as np
 import torch
 from sacrebleu.metrics import BLEU
 from torch import nn
+from torch.nn import functional as F
 
 from seqlab.data import ReadStats
 from seqlab.data.batching import Packed
@@ -82,6 +86,7 @@ class CaptionConfig:
     max_len: Positive = 32  # words per caption, eos included (longer training captions are cut)
     label_smoothing: Dropout = 0.0  # the share of each target's probability spread over the vocabulary
     attention_reg: NonNegativeFloat = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
+    concept_loss: NonNegativeFloat = 0.1  # weight of the visual-concept loss (models with model.concepts)
     beam: Positive = 3  # beam size for test and `seqlab caption` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
     beam_choices: PositiveInts | None = None  # after training: the beam sizes tried on valid (the best becomes `beam`)
@@ -108,6 +113,8 @@ class CaptionBatch:
     image_index: torch.Tensor  # (N,) the image of each caption
     tgt_in: torch.Tensor  # (N, T) <bos> y_1 .. y_{T-1}
     tgt_out: torch.Tensor  # (N, T) y_1 .. y_{T-1} <eos>, padded
+    concepts: torch.Tensor | None = None  # (B, V) 1.0 where one of the image's captions uses the word (training
+    # batches of models with model.concepts)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -298,22 +305,40 @@ class CaptionTask(SequenceTask):
                                                                         strict=True)])
         image_index = torch.from_numpy(np.repeat(np.arange(len(index)), sp.count[index]))
         tgt_in, tgt_out = teacher_forcing(sp.tokens, captions, self.tok, self.opt.max_len)
+        concepts = None
+        if split == "train" and getattr(self.cfg.model_options, "concepts", False):
+            concepts = self.concept_targets(sp.tokens, captions, image_index.numpy(), len(index)).to(self.device)
         return CaptionBatch(self.to_input(sp.images[index], augment=split == "train"), image_index.to(self.device),
-                            tgt_in.to(self.device), tgt_out.to(self.device))
+                            tgt_in.to(self.device), tgt_out.to(self.device), concepts)
+
+    def concept_targets(self, tokens: Packed, captions: np.ndarray, image_of: np.ndarray, images: int
+                        ) -> torch.Tensor:
+        """(images, V) float: 1.0 where a caption (`captions`, of image `image_of`) holds the word (every
+        caption word counts, not only the first max_len; specials and <unk> do not)."""
+        target = np.zeros((images, self.tok.vocab_size), dtype=np.float32)
+        lengths = tokens.lengths[captions]
+        rows = np.repeat(image_of, lengths)
+        cols = np.concatenate([tokens.get(c) for c in captions]) if len(captions) else np.zeros(0, np.int64)
+        target[rows, cols] = 1.0
+        target[:, : len(self.tok.specials)] = 0.0
+        target[:, self.tok.unk_id] = 0.0
+        return torch.from_numpy(target)
 
     def forward(self, model: nn.Module, batch: CaptionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The logits and, for models that attend, task.attention_reg x Show, Attend and Tell's doubly-stochastic
-        penalty: every grid cell gets attention ~1 over the caption."""
-        if self.opt.attention_reg > 0:
-            logits, attn = model.forward_with_attention(batch.images, batch.tgt_in, batch.image_index)
-        else:
-            logits, attn = model(batch.images, batch.tgt_in, batch.image_index), None
-        penalty = logits.new_zeros((), dtype=torch.float)
-        if attn is not None:
+        """The logits and the extra terms (see the module docstring): for models that attend, task.attention_reg
+        x Show, Attend and Tell's doubly-stochastic penalty (every grid cell gets attention ~1 over the
+        caption); for training batches of models with concepts, task.concept_loss x the concepts' loss."""
+        out = model.forward_train(batch.images, batch.tgt_in, batch.image_index,
+                                  need_weights=self.opt.attention_reg > 0)
+        penalty = out.logits.new_zeros((), dtype=torch.float)
+        if out.attention is not None:
             real = batch.tgt_out != self.tok.pad_id  # (N, T)
-            per_cell = (attn.float() * real.unsqueeze(-1)).sum(dim=1)  # (N, G)
+            per_cell = (out.attention.float() * real.unsqueeze(-1)).sum(dim=1)  # (N, G)
             penalty = self.opt.attention_reg * ((1.0 - per_cell) ** 2).mean()
-        return logits, batch.tgt_out, penalty
+        if out.concepts is not None and batch.concepts is not None:
+            bce = F.binary_cross_entropy_with_logits(out.concepts.float(), batch.concepts, reduction="sum")
+            penalty = penalty + self.opt.concept_loss * bce / len(batch.concepts)
+        return out.logits, batch.tgt_out, penalty
 
     # ------------------------------------------------------------------ decoding and evaluation
     def encode_inputs(self, model: nn.Module, split: CaptionSplit, index: np.ndarray):
