@@ -114,3 +114,21 @@ def test_cache_maps_the_array_back_without_decoding(tmp_path, folder, monkeypatc
     monkeypatch.setattr(ImageSource, "load", no_decoding)
     second, ok = load_images(src, ["a.jpg", "b.jpg"], 8, tmp_path / "cache")
     assert isinstance(second, np.memmap) and np.array_equal(first, second) and ok.all()
+
+
+def test_each_list_of_pictures_has_its_own_cache_file_also_from_a_tar(tmp_path, folder):
+    """The bug behind every Flickr8k test figure before this fix: the cache file of a `.tar` source was named
+    by `Path.with_suffix`, which cut the key at the `.tar`, so splits of equal size (val and test, 1,000
+    pictures each) shared one file and the test split was scored on the val pictures."""
+    tar_path = tmp_path / "img.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for f in sorted(folder.iterdir()):
+            tar.add(f, arcname=f.name)
+    src, cache = ImageSource(tar_path), tmp_path / "cache"
+    direct = {n: src.load([n], 8)[0][0] for n in ("a.jpg", "b.jpg")}
+    assert not np.array_equal(direct["a.jpg"], direct["b.jpg"])
+    for _ in range(2):  # decoded, then mapped from the cache
+        for n in ("a.jpg", "b.jpg"):
+            x, ok = load_images(src, [n], 8, cache)
+            assert np.array_equal(x[0], direct[n]) and ok.all()
+    assert len(list(cache.glob("img.tar-8px-*.npy"))) == 4  # two lists, each its array and its mask

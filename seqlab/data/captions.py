@@ -211,8 +211,8 @@ def load_images(source: ImageSource, names: Sequence[str], size: int, cache: str
     when a cache directory is given: the second call memory-maps the array instead of decoding."""
     if cache is None:
         return source.load(names, size, skip_bad=skip_bad, stats=stats)
-    base = Path(cache) / source.cache_key(names, size)
-    array_file, ok_file = base.with_suffix(".npy"), base.with_suffix(".ok.npy")
+    key = source.cache_key(names, size)  # `images.tar-64px-<hash>`: not a suffix to replace (it has dots)
+    array_file, ok_file = Path(cache) / f"{key}.npy", Path(cache) / f"{key}.ok.npy"
     if array_file.is_file() and ok_file.is_file():
         try:
             ok = np.load(ok_file)
@@ -227,7 +227,7 @@ def load_images(source: ImageSource, names: Sequence[str], size: int, cache: str
         except (ValueError, OSError):
             pass  # a damaged cache file is rebuilt
     images, ok = source.load(names, size, skip_bad=skip_bad, stats=stats)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    array_file.parent.mkdir(parents=True, exist_ok=True)
     for file, array in ((array_file, images), (ok_file, ok)):
         tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
