@@ -182,6 +182,8 @@ def _train(preset, overrides, out, resume, quiet: bool, log, on_valid=None, test
         say(f"init_from {source.run_dir}: loaded {len(facts['loaded'])} tensors ({', '.join(facts['loaded'])}); "
             f"vocabulary rows {facts['rows_from_run']:,} from the run, {facts['new_rows']:,} new; "
             f"fresh: {fresh or 'none'}")
+    if resume is None or start_over:
+        task.before_training(model)
     if cfg.train.tensorboard:
         summary_writer()  # a missing package is one line now, before the run directory exists
     if resume is None and main:

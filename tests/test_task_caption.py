@@ -10,7 +10,7 @@ from PIL import Image
 
 from seqlab import api
 from seqlab.cli import main
-from seqlab.errors import DataError
+from seqlab.errors import ConfigError, DataError
 from seqlab.tasks.caption import bleu_scores, caption_words
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -118,15 +118,19 @@ def test_picture_from_bytes_and_arrays(run):
 def test_concept_targets_hold_every_caption_word_of_each_image_and_no_special(run):
     """Issue 23's visual concepts: the multi-label target of each image is the words of all of its captions."""
     from seqlab.data.batching import Packed
+    from seqlab.tasks.caption import CaptionSplit
 
     task = api.load(run[0]).task
     tok = task.tok
     red, grey, square, blue = (tok.token_to_id(w) for w in ("red", "grey", "square", "blue"))
-    tokens = Packed.from_lists([[red, square], [tok.unk_id, grey], [blue], [tok.eos_id]])
-    target = task.concept_targets(tokens, np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1]), 2)
+    tokens = Packed.from_lists([[blue], [red, square], [tok.unk_id, grey], [tok.eos_id]])
+    sp = CaptionSplit(["a", "b"], np.zeros((2, 3, 16, 16), np.uint8), [["x"], ["y", "z", "w"]], tokens,
+                      np.array([0, 1]), np.array([1, 3]), "")
+    target = task.concept_targets(sp, np.array([1, 0]))
     assert target.shape == (2, tok.vocab_size) and target.dtype == torch.float32
-    assert sorted(np.flatnonzero(target[0]).tolist()) == sorted([red, square, grey])
-    assert np.flatnonzero(target[1]).tolist() == [blue]  # eos and unk are no concepts
+    assert sorted(np.flatnonzero(target[0]).tolist()) == sorted([red, square, grey])  # image 1: captions 1-3
+    assert np.flatnonzero(target[1]).tolist() == [blue]
+    assert target[:, [tok.unk_id, tok.eos_id, tok.pad_id]].sum() == 0  # no specials, no <unk>
 
 
 def test_a_concept_head_learns_which_words_describe_each_picture(tmp_path):
@@ -151,3 +155,30 @@ def test_a_concept_head_learns_which_words_describe_each_picture(tmp_path):
     others = probs[:, ids][~torch.eye(3, dtype=torch.bool)]
     assert own.min() > 0.5 > others.max(), (own, others)  # without the loss (measured): others up to 1.0
     assert probs[:, task.tok.unk_id].max() < 0.5
+
+
+def test_concept_pretraining_teaches_the_encoder_before_the_captions(tmp_path):
+    """task.concept_epochs: the encoder and concept head train alone first. With the concept loss off in the
+    one caption epoch (a single step), what the head knows comes from the pretraining: it tells the colours
+    apart. The passes are logged and recorded; without a concept head it is a config error."""
+    import os
+
+    os.environ["SEQLAB_CACHE"] = str(tmp_path / "cache")
+    img, captions = write_data(tmp_path)
+    logs = []
+    cfg = {**config(img, captions), "model.concepts": True, "task.concept_loss": 0.0, "task.concept_epochs": 40,
+           "train.epochs": 1}
+    run_dir = api.train(cfg, out=tmp_path / "run", log=logs.append)
+    assert sum("concepts " in line for line in logs) == 40
+    captioner = api.load(run_dir)
+    record = captioner.task.counts["concept_pretraining"]
+    assert len(record) == 40 and record[-1]["loss"] < record[0]["loss"] and "valid_loss" in record[-1]
+    pixels = np.stack([captioner.load_input(str(img / f"{c}.jpg")).transpose(2, 0, 1) for c in COLORS])
+    with torch.no_grad():
+        probs = torch.sigmoid(captioner.model.encode(captioner.task.to_input(pixels)).concepts)
+    ids = [captioner.task.tok.token_to_id(c) for c in COLORS]
+    own, others = probs[:, ids].diagonal(), probs[:, ids][~torch.eye(3, dtype=torch.bool)]
+    assert own.min() > 0.5 > others.max(), (own, others)
+    with pytest.raises(ConfigError, match="model.concepts=true"):
+        api.train({**cfg, "model.concepts": False}, out=tmp_path / "r2", quiet=True, log=None)
+    assert not (tmp_path / "r2").exists()

@@ -143,3 +143,11 @@ def test_a_resumed_run_keeps_the_planned_epochs_and_rates(tmp_path, clock, first
 def test_a_bad_budget_is_a_config_error():
     with pytest.raises(ConfigError, match="budget_seconds"):
         build_dataclass(TrainConfig, {"budget_seconds": 0}, "train")
+
+
+def test_a_tasks_own_training_before_the_epochs_comes_off_the_budget(tmp_path, clock):
+    """Task.pretraining_seconds (caption: task.concept_epochs) counts: 20 s less 8 s leaves 2 epochs of 6 s."""
+    task, trainer = trainer_for(tmp_path, clock, budget_seconds=20.0)
+    task.pretraining_seconds = lambda: 8.0
+    trainer.fit()
+    assert trainer.epoch == 2 and records(tmp_path, "budget")[0]["epochs"] == 2

@@ -62,6 +62,9 @@ class ToyTask:
     def before_test(self, model):
         pass
 
+    def pretraining_seconds(self):
+        return 0.0
+
     def state_dict(self):
         return {}
 

@@ -278,6 +278,15 @@ class Task:
         """The metrics of `model` on `split` (the trainer's per-epoch valid metrics and the test metrics)."""
         raise NotImplementedError
 
+    def before_training(self, model: nn.Module) -> None:
+        """A new run's model before the trainer's first step (not a resumed run's): what a task trains on its
+        own first, e.g. the captioner's encoder on visual concepts (`task.concept_epochs`)."""
+
+    def pretraining_seconds(self) -> float:
+        """The seconds `before_training` took for this run (kept with its artifacts; train.budget_seconds counts
+        them)."""
+        return 0.0
+
     def before_test(self, model: nn.Module) -> None:
         """After training, with the kept weights loaded, before the test split is evaluated (and the artifacts
         written again): what a task settles on valid, e.g. multi-label thresholds."""

@@ -18,9 +18,14 @@ of Show, Attend and Tell, mean over captions and grid cells of (1 - sum_t alpha_
 attend; for models with a visual-concept head (`model.concepts`), plus `task.concept_loss` x its multi-label
 loss: per training image, the binary cross-entropy of each vocabulary word's logit against "one of the
 image's captions uses the word" (specials and <unk> are no concepts), summed over the words and averaged
-over the images. Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all
-references, lowercased) and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best
-checkpoint), beam search on the other splits, with the greedy scores beside.
+over the images. With `task.concept_epochs`, a new run first trains the encoder and the concept head alone
+on that loss for as many passes over the training pictures (Adam at train.lr, cosine to 0, train.batch_size
+pictures, the same augmentation; a line per pass with the valid pictures' concept loss; its seconds count
+against train.budget_seconds), then trains the captioner as above.
+
+Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all references, lowercased)
+and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best checkpoint), beam search on the
+other splits, with the greedy scores beside.
 
 `captions.txt`: after the test evaluation, the run directory gets the test captions the test metrics scored
 (beam search with `task.beam` and `task.length_penalty`, greedy when beam is 1), as UTF-8 tab-separated values:
@@ -48,7 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqlab.data import ReadStats
-from seqlab.data.batching import Packed
+from seqlab.data.batching import Packed, sequential_batches, shuffled_batches
 from seqlab.data.captions import CaptionedImage, ImageSource, load_images, read_captions_jsonl, read_flickr8k_tokens
 from seqlab.data.datasets import DatasetSpec, cache_dir
 from seqlab.data.images import channel_stats, load_image
@@ -87,6 +92,7 @@ class CaptionConfig:
     label_smoothing: Dropout = 0.0  # the share of each target's probability spread over the vocabulary
     attention_reg: NonNegativeFloat = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
     concept_loss: NonNegativeFloat = 0.1  # weight of the visual-concept loss (models with model.concepts)
+    concept_epochs: NonNegative = 0  # new runs: passes training the encoder on visual concepts alone first
     beam: Positive = 3  # beam size for test and `seqlab caption` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
     beam_choices: PositiveInts | None = None  # after training: the beam sizes tried on valid (the best becomes `beam`)
@@ -301,28 +307,88 @@ class CaptionTask(SequenceTask):
         """The images `index` (in sorted order, for faster reads) and every caption of each."""
         sp = self.splits[split]
         index = np.sort(np.asarray(index, dtype=np.int64))
-        captions = np.concatenate([np.arange(f, f + c) for f, c in zip(sp.first[index], sp.count[index],
-                                                                        strict=True)])
+        captions = self._captions(sp, index)
         image_index = torch.from_numpy(np.repeat(np.arange(len(index)), sp.count[index]))
         tgt_in, tgt_out = teacher_forcing(sp.tokens, captions, self.tok, self.opt.max_len)
         concepts = None
         if split == "train" and getattr(self.cfg.model_options, "concepts", False):
-            concepts = self.concept_targets(sp.tokens, captions, image_index.numpy(), len(index)).to(self.device)
+            concepts = self.concept_targets(sp, index).to(self.device)
         return CaptionBatch(self.to_input(sp.images[index], augment=split == "train"), image_index.to(self.device),
                             tgt_in.to(self.device), tgt_out.to(self.device), concepts)
 
-    def concept_targets(self, tokens: Packed, captions: np.ndarray, image_of: np.ndarray, images: int
-                        ) -> torch.Tensor:
-        """(images, V) float: 1.0 where a caption (`captions`, of image `image_of`) holds the word (every
-        caption word counts, not only the first max_len; specials and <unk> do not)."""
-        target = np.zeros((images, self.tok.vocab_size), dtype=np.float32)
-        lengths = tokens.lengths[captions]
-        rows = np.repeat(image_of, lengths)
-        cols = np.concatenate([tokens.get(c) for c in captions]) if len(captions) else np.zeros(0, np.int64)
+    @staticmethod
+    def _captions(sp: CaptionSplit, index: np.ndarray) -> np.ndarray:
+        """The indices in `sp.tokens` of every caption of images `index`, image by image."""
+        if not len(index):
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(f, f + c) for f, c in zip(sp.first[index], sp.count[index], strict=True)])
+
+    def concept_targets(self, sp: CaptionSplit, index: np.ndarray) -> torch.Tensor:
+        """(len(index), V) float: 1.0 where one of image index[i]'s captions holds the word (every word of a
+        caption counts, not only the first max_len; specials and <unk> do not)."""
+        captions = self._captions(sp, index)
+        target = np.zeros((len(index), self.tok.vocab_size), dtype=np.float32)
+        rows = np.repeat(np.repeat(np.arange(len(index)), sp.count[index]), sp.tokens.lengths[captions])
+        cols = np.concatenate([sp.tokens.get(c) for c in captions]) if len(captions) else np.zeros(0, np.int64)
         target[rows, cols] = 1.0
         target[:, : len(self.tok.specials)] = 0.0
         target[:, self.tok.unk_id] = 0.0
         return torch.from_numpy(target)
+
+    @staticmethod
+    def concept_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits, targets (B, V) -> the binary cross-entropy summed over the words, mean over the images."""
+        return F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum") / len(targets)
+
+    def before_training(self, model: nn.Module) -> None:
+        """`task.concept_epochs` passes training the encoder and concept head alone (see the module docstring)."""
+        epochs = self.opt.concept_epochs
+        if not epochs:
+            return
+        head = getattr(model, "concepts", None)
+        if head is None:
+            raise ConfigError("task.concept_epochs needs a concept head to pretrain: set model.concepts=true")
+        sp, bs = self.splits["train"], self.cfg.train.batch_size
+        params = [p for p in [*model.encoder.parameters(), *head.parameters()] if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.cfg.train.lr)
+        steps = epochs * math.ceil(len(sp) / bs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        record = []
+        for epoch in range(1, epochs + 1):
+            t0, total = time.perf_counter(), 0.0
+            model.train()
+            for index in shuffled_batches(len(sp), bs, self.cfg.seed + epoch):
+                index = np.sort(index)
+                loss = self.concept_loss(head(model.encoder(self.to_input(sp.images[index], augment=True))),
+                                         self.concept_targets(sp, index).to(self.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(index)
+            row = {"epoch": epoch, "loss": total / len(sp)}
+            if self.has_split("valid"):
+                row["valid_loss"] = self.valid_concept_loss(model)
+            row["seconds"] = time.perf_counter() - t0  # the pass and its valid loss
+            record.append(row)
+            valid = f", valid {row['valid_loss']:.2f}" if "valid_loss" in row else ""
+            self.log(f"concepts {epoch}/{epochs}: loss {row['loss']:.2f}{valid} ({row['seconds']:.0f} s)")
+        model.zero_grad(set_to_none=True)
+        self.counts["concept_pretraining"] = record
+
+    def pretraining_seconds(self) -> float:
+        return sum(row["seconds"] for row in self.counts.get("concept_pretraining", []))
+
+    @torch.no_grad()
+    def valid_concept_loss(self, model: nn.Module) -> float:
+        """The concept loss of the valid pictures (mean over the images), the model in eval mode."""
+        sp, total = self.splits["valid"], 0.0
+        model.eval()
+        for index in sequential_batches(len(sp), self.cfg.train.eval_batch_size):
+            logits = model.concepts(model.encoder(self.to_input(sp.images[index])))
+            total += self.concept_loss(logits, self.concept_targets(sp, index).to(self.device)).item() * len(index)
+        model.train()
+        return total / len(sp)
 
     def forward(self, model: nn.Module, batch: CaptionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The logits and the extra terms (see the module docstring): for models that attend, task.attention_reg
@@ -336,8 +402,7 @@ class CaptionTask(SequenceTask):
             per_cell = (out.attention.float() * real.unsqueeze(-1)).sum(dim=1)  # (N, G)
             penalty = self.opt.attention_reg * ((1.0 - per_cell) ** 2).mean()
         if out.concepts is not None and batch.concepts is not None:
-            bce = F.binary_cross_entropy_with_logits(out.concepts.float(), batch.concepts, reduction="sum")
-            penalty = penalty + self.opt.concept_loss * bce / len(batch.concepts)
+            penalty = penalty + self.opt.concept_loss * self.concept_loss(out.concepts, batch.concepts)
         return out.logits, batch.tgt_out, penalty
 
     # ------------------------------------------------------------------ decoding and evaluation

@@ -24,7 +24,8 @@ class TrainConfig:
     budget_seconds: PositiveFloat | None = None  # plan the epochs to fill this many seconds: after each epoch of
     # the first half of the run, as many epochs as fit at the mean measured epoch time (training and valid),
     # train.epochs at most, and the schedule (cosine, linear) decays over them; the first epoch's rates follow
-    # the schedule over train.epochs
+    # the schedule over train.epochs; a task's own training before the epochs (caption: task.concept_epochs)
+    # counts against the budget
     optimizer: Literal["sgd", "adam", "adamw", "adagrad", "muon"] = "sgd"  # sgd: the lecture's; adagrad: row-wise
     # if sparse; muon: Muon for the hidden layers' matrices (optim.Muon), AdamW (lr, betas, weight decay) for the rest
     muon_lr: PositiveFloat = 0.02  # muon: the matrices' learning rate (the peak; the schedule scales it as lr)

@@ -475,14 +475,16 @@ class Trainer:
         budget at the mean measured time of the epochs so far (training steps and valid evaluation; ranks take
         their mean), train.epochs at most and never fewer than are done; the schedule decays over them. A first
         epoch slower than the rest (warm-up, a busy machine) no longer leaves the budget's end unused; in the
-        second half the plan stays, so the decay to the end is never moved."""
+        second half the plan stays, so the decay to the end is never moved. The seconds of the task's own
+        training before the epochs (`Task.pretraining_seconds`) come off the budget."""
         done = self.epoch + 1
         if self.budgeted and done > self.epochs / 2:
             return
         per_rank = D.all_reduce_sums({"seconds": self.epoch_time + eval_seconds})["seconds"]
         self.budget_spent += per_rank / self.world
         per_epoch = self.budget_spent / done
-        fit = max(done, int(self.cfg.budget_seconds // max(per_epoch, 1e-9)))
+        left = self.cfg.budget_seconds - self.task.pretraining_seconds()
+        fit = max(done, int(left // max(per_epoch, 1e-9)))
         planned, self.budgeted = min(self.cfg.epochs, fit), True
         if planned == self.epochs and done > 1:
             return
