@@ -305,7 +305,7 @@ class CaptionTransformer(nn.Module):
         self.grid_pos = nn.Parameter(torch.zeros(self.encoder.grid, d))  # one learned vector per grid cell
         self.concepts = ConceptHead(self.encoder.dim, vocab_size) if cfg.concepts else None
         self.project_concepts = nn.Linear(vocab_size, d) if cfg.concepts else None
-        self.concept_dropout = nn.Dropout(cfg.dropout)
+        self.concept_dropout = nn.Dropout(cfg.dropout) if cfg.concepts else None
         nn.init.normal_(self.grid_pos, std=0.02)
         self.embed = nn.Embedding(vocab_size, d, padding_idx=padding_idx)
         nn.init.normal_(self.embed.weight, std=d**-0.5)
