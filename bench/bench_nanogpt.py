@@ -1,6 +1,6 @@
 """Issue 22 benchmark: seqlab's decoder-only Transformer beside nanoGPT's `GPT`, training steps at the same shapes.
 
-    python bench/bench_nanogpt.py [--threads 2] [--rounds 7] [--steps 20] [--out bench/results/nanogpt.json]
+    python bench/bench_nanogpt.py [--threads 2] [--rounds 7] [--steps 20] [--compile] [--out bench/results/nanogpt.json]
 
 nanoGPT's model.py (MIT) is imported from ../shared/peers/nanogpt/, nothing of it copied. Both models: 4 layers,
 4 heads, d_model 128, context 64, vocabulary 65 (Tiny Shakespeare's characters), GELU MLP of 4 x d, biases,
@@ -9,7 +9,9 @@ cross-entropy, backward, gradient clipping at 1.0, AdamW (nanoGPT: its `configur
 torch offers it; seqlab: `build_optimizer` with the tiny_shakespeare/transformer preset's train section, AdamW
 and the plain GPT block as nanoGPT's rather than the preset's options).
 Batches are random token ids (the speed does not depend on them). The two alternate in rounds of `--steps`
-steps after a warm-up; reported: the median ms per step over the rounds, tokens/s and the ratio.
+steps after a warm-up; reported: the median ms per step over the rounds, tokens/s and the ratio. `--compile`:
+both models' forward through `torch.compile` (inductor; nanoGPT's train.py compiles by default, seqlab's
+`compile=true`), compiled in the warm-up round.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from seqlab.train.optim import build_optimizer  # noqa: E402
 LAYERS, HEADS, DIM, BLOCK, VOCAB, BATCH = 4, 4, 128, 64, 65, 16
 
 
-def seqlab_step():
+def seqlab_step(compile_model: bool):
     # nanoGPT's model and optimiser: the plain GPT block (learned positions, GELU, tied head) and AdamW, not the
     # preset's speedrun options (bench/bench_lm_options.py measures those)
     cfg = make_config("tiny_shakespeare/transformer", {
@@ -49,9 +51,10 @@ def seqlab_step():
     torch.manual_seed(0)
     model = TransformerLM(cfg.model_options, vocab_size=VOCAB, max_len=BLOCK).train()
     opt = build_optimizer(model, cfg.train)
+    forward = torch.compile(model) if compile_model else model
 
     def step(x, y):
-        logits, _ = model(x)
+        logits, _ = forward(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         opt.zero_grad()
         loss.backward()
@@ -61,14 +64,15 @@ def seqlab_step():
     return model, step
 
 
-def nanogpt_step():
+def nanogpt_step(compile_model: bool):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=BLOCK, vocab_size=VOCAB, n_layer=LAYERS, n_head=HEADS, n_embd=DIM,
                           dropout=0.0, bias=True)).train()
     opt = model.configure_optimizers(0.1, 2e-3, (0.9, 0.99), "cpu")
+    forward = torch.compile(model) if compile_model else model
 
     def step(x, y):
-        _, loss = model(x, y)
+        _, loss = forward(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -82,12 +86,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "nanogpt.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, VOCAB, (BATCH, BLOCK + 1), generator=g) for _ in range(a.steps)]
-    peers = {"seqlab": seqlab_step(), "nanogpt": nanogpt_step()}
+    peers = {"seqlab": seqlab_step(a.compile), "nanogpt": nanogpt_step(a.compile)}
     params = {name: sum(p.numel() for p in model.parameters()) for name, (model, _) in peers.items()}
     times: dict[str, list[float]] = {name: [] for name in peers}
     load = os.getloadavg()
@@ -98,7 +103,7 @@ def main() -> None:
                 step(b[:, :-1].contiguous(), b[:, 1:].contiguous())
             if r:
                 times[name].append((time.perf_counter() - t) / a.steps)
-    out = {"hardware": hardware(), "threads": a.threads, "load_average_before": load,
+    out = {"hardware": hardware(), "threads": a.threads, "compile": a.compile, "load_average_before": load,
            "load_average_after": os.getloadavg(), "parameters": params,
            "shapes": {"layers": LAYERS, "heads": HEADS, "dim": DIM, "block": BLOCK, "batch": BATCH}}
     for name, ts in times.items():
