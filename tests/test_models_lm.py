@@ -104,6 +104,17 @@ def test_rotary_positions_make_attention_depend_on_distance_only():
         RotaryEmbedding(7, max_len=4)
 
 
+def test_rotary_rotates_each_channel_pair_by_its_angle_and_queries_and_keys_stacked_alike():
+    rotary = RotaryEmbedding(8, max_len=32)
+    x = torch.randn(2, 3, 5, 8)  # (B, H, T, dh) at positions 4..8
+    angles = torch.arange(4, 9.0)[:, None] * 10000.0 ** (-torch.arange(0, 8, 2.0) / 8)  # (T, dh/2)
+    x1, x2 = x[..., :4], x[..., 4:]  # channel i pairs with channel i + dh/2
+    expected = torch.cat([x1 * angles.cos() - x2 * angles.sin(), x1 * angles.sin() + x2 * angles.cos()], -1)
+    assert torch.equal(rotary(x, 4), expected)  # the formula as written, to the bit
+    q, k = torch.randn(2, 2, 3, 5, 8).unbind(0)
+    assert torch.equal(rotary(torch.stack([q, k]), 4), torch.stack([rotary(q, 4), rotary(k, 4)]))
+
+
 def test_modern_options_do_what_they_say():
     torch.manual_seed(0)
     model = transformer(**MODERN, zero_init=True).eval()

@@ -151,10 +151,17 @@ class MultiHeadAttention(nn.Module):
         b = self.in_proj.bias
         return F.linear(x, self.in_proj.weight[start:end], None if b is None else b[start:end])
 
-    def _heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
-        """(B, T, n * D) -> n tensors (B, H, T, dh)."""
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        """(B, T, n * D) -> (n, B, H, T, dh): n projections split into heads."""
         B, T, _ = x.shape
-        return x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        return x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+
+    def _place(self, x: Tensor, offset: int) -> Tensor:
+        """Queries or keys (..., T, dh) at positions offset..offset+T-1, RMS-normalised (`qk_norm`) and rotated
+        (`rotary`); the same for both, so a self-attention call places its queries and keys in one go."""
+        if self.qk_norm:
+            x = F.rms_norm(x, (x.size(-1),))
+        return x if self.rotary is None else self.rotary(x, offset)
 
     def forward(
         self,
@@ -177,27 +184,20 @@ class MultiHeadAttention(nn.Module):
         offset = 0 if cache is None or cache.static else len(cache)
         reused = cache is not None and cache.static and len(cache) > 0  # cross-attention's memory, projected once
         if query is key and key is value and not reused:
-            q, k, v = self._heads(self.in_proj(query), 3)  # (B, H, Tq, dh) each
+            qkv = self._heads(self.in_proj(query), 3)  # (3, B, H, Tq, dh)
+            (q, k), v = self._place(qkv[:2], offset).unbind(0), qkv[2]
         else:
-            (q,) = self._heads(self._project(query, 0, D), 1)
+            q = self._place(self._heads(self._project(query, 0, D), 1)[0], offset)
             if reused:
                 k, v = cache.k, cache.v
             elif key is value:
-                k, v = self._heads(self._project(key, D, 3 * D), 2)
+                k, v = self._heads(self._project(key, D, 3 * D), 2).unbind(0)
+                k = self._place(k, offset)
             else:
-                (k,) = self._heads(self._project(key, D, 2 * D), 1)
-                (v,) = self._heads(self._project(value, 2 * D, 3 * D), 1)
-        if not reused:
-            if self.qk_norm:
-                k = F.rms_norm(k, (k.size(-1),))
-            if self.rotary is not None:
-                k = self.rotary(k, offset)
-            if cache is not None:
-                k, v = cache.append(k, v)
-        if self.qk_norm:
-            q = F.rms_norm(q, (q.size(-1),))
-        if self.rotary is not None:
-            q = self.rotary(q, offset)
+                k = self._place(self._heads(self._project(key, D, 2 * D), 1)[0], offset)
+                v = self._heads(self._project(value, 2 * D, 3 * D), 1)[0]
+        if cache is not None and not reused:
+            k, v = cache.append(k, v)
         out, weights = scaled_dot_product_attention(
             q, k, v, attn_mask, key_padding_mask, is_causal,
             dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights,

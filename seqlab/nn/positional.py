@@ -75,15 +75,21 @@ class RotaryEmbedding(nn.Module):
             raise ConfigError(f"rotary positions need an even width per head, got {head_dim}")
         inverse = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (dh/2,)
         angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inverse  # (max_len, dh/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = angles.cos(), angles.sin()
+        # both halves' factors side by side, so a rotation is two products and a sum (x1, x2 the halves):
+        # [x1, x2] * [cos, cos] + [x2, x1] * [-sin, sin] = [x1 cos - x2 sin, x2 cos + x1 sin]
+        self.register_buffer("cos", torch.cat([cos, cos], dim=-1), persistent=False)  # (max_len, dh)
+        self.register_buffer("sin", torch.cat([-sin, sin], dim=-1), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x: (B, H, T, dh) at positions offset..offset+T-1 -> (B, H, T, dh) rotated."""
+        """x: (..., T, dh) at positions offset..offset+T-1 (e.g. (B, H, T, dh), or queries and keys stacked)
+        -> the same shape, rotated."""
         T = x.size(-2)
         if offset + T > self.cos.size(0):
             raise ConfigError(f"sequence reaches position {offset + T} but the rotary table has "
                               f"max_len={self.cos.size(0)}; raise max_len or shorten the input")
-        cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)
+        cos, sin = self.cos[offset:offset + T], self.sin[offset:offset + T]
+        if cos.dtype != x.dtype:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return x * cos + torch.cat([x2, x1], dim=-1) * sin
