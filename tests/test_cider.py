@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from seqlab.tasks.cider import cider_d, cider_tokens
+from seqlab.tasks.cider import CiderD, cider_d, cider_tokens
 
 pytest.importorskip("pycocoevalcap")
 
@@ -49,3 +49,21 @@ def test_empty_hypothesis_scores_zero_and_sizes_must_match():
     assert cider_d(["", "a"], [["a b"], ["a"]])[1][0] == 0.0
     with pytest.raises(ValueError):
         cider_d(["a"], [["a"], ["b"]])
+
+
+def test_fixed_corpus_scorer_equals_the_coco_scorer_on_its_own_set():
+    """CiderD takes its document frequencies from a fixed set; scoring that set's images it gives pycocoevalcap's
+    per-image figures, and it uses the set's idf (not the scored images') for a few of them."""
+    refs = [["A dog runs on the grass.", "a brown dog running", "The dog is outside on grass"],
+            ["Two men play football.", "men playing soccer in a field"],
+            ["a child on a swing", "A little girl swings in the park."],
+            ["a dog on a swing"]]
+    hyps = ["a dog runs on grass", "two men play soccer", "a girl on a swing in the park", "a dog swing"]
+    scorer = CiderD(refs)
+    assert scorer.scores(hyps, [0, 1, 2, 3]) == pytest.approx(cider_d(hyps, refs)[1], abs=1e-12)
+    assert scorer.scores(hyps[:2], [0, 1]) == pytest.approx(cider_d(hyps, refs)[1][:2], abs=1e-12)
+    assert cider_d(hyps[:1], refs[:1])[1] == [0.0]  # alone, every n-gram has idf 0; with the set's idf, not
+    assert scorer.score(hyps[0], 0) > 1.0
+    assert scorer.score("", 0) == 0.0
+    with pytest.raises(ValueError):
+        CiderD([])

@@ -5,7 +5,7 @@ import torch
 
 from seqlab.errors import ConfigError
 from seqlab.models.captioner import CaptionRNN, CaptionRNNConfig, CaptionTransformer, CaptionTransformerConfig
-from seqlab.tasks.decoding import beam_search, greedy_search
+from seqlab.tasks.decoding import beam_search, greedy_search, sample_search
 from tests.helpers import assert_seeded
 
 V, PAD, BOS, EOS = 12, 0, 2, 3
@@ -169,3 +169,41 @@ def test_a_concept_head_gives_a_logit_per_word_and_the_decoder_reads_it(kind):
     changed = model.forward_train(images, tgt, index)
     assert not torch.allclose(changed.logits, out.logits, atol=1e-4)
     assert torch.all(changed.concepts > out.concepts)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sampled_captions_follow_the_models_distribution(kind):
+    """sample_search draws from the model's own distribution: over 3,000 rows of one picture the first tokens'
+    frequencies are the softmax of the first step (and the second tokens' after a given first, by teacher
+    forcing); rows stop at eos or at their max length; a seeded generator draws the same, another seed not."""
+    model = make(kind).eval()
+    with torch.no_grad():
+        model.out.bias.copy_(torch.linspace(-3.0, 3.0, V))  # a peaked distribution, far from uniform (asserted)
+    images, N = torch.randn(1, 3, 16, 16), 3000
+    rows = torch.zeros(N, dtype=torch.long)
+    lengths = torch.full((N,), 4)
+    lengths[-1] = 1
+
+    def draw(seed):
+        state = model.reorder_state(model.encode(images), rows)
+        return sample_search(model, state, BOS, EOS, lengths, torch.Generator().manual_seed(seed))
+
+    tokens, steps = draw(0)
+    assert tokens.shape == (N, 4) and steps[-1] == 1
+    for n in range(N):
+        k = int(steps[n])
+        assert 1 <= k <= lengths[n] and (tokens[n, k:] == 0).all()
+        assert (tokens[n, : k - 1] != EOS).all() and (k == lengths[n] or tokens[n, k - 1] == EOS)
+    with torch.no_grad():
+        first = model(images, torch.tensor([[BOS]]), torch.tensor([0]))[0, 0].softmax(-1)  # (V,)
+    assert (first - 1 / V).abs().sum() / 2 > 0.2
+    seen = torch.bincount(tokens[:, 0], minlength=V).float() / N
+    assert (seen - first).abs().sum() / 2 < 0.04  # total variation; 3,000 draws: ~0.02 expected
+    a = int(first[EOS + 1:].argmax()) + EOS + 1  # the likeliest first token that is not eos
+    after = tokens[(tokens[:, 0] == a) & (lengths > 1), 1]
+    with torch.no_grad():
+        second = model(images, torch.tensor([[BOS, a]]), torch.tensor([0]))[0, 1].softmax(-1)
+    assert (torch.bincount(after, minlength=V).float() / len(after) - second).abs().sum() / 2 < 0.12
+    again, other = draw(0), [draw(s)[0] for s in range(1, 3)]
+    assert torch.equal(again[0], tokens) and torch.equal(again[1], steps)
+    assert all(not torch.equal(o, tokens) for o in other)

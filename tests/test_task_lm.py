@@ -117,7 +117,7 @@ def test_hidden_state_is_carried_detached_and_reset_at_epoch_start(tmp_path):
     task = make_task(corpus(tmp_path))
     model = task.build_model()
     plan = task.epoch_plan(0)
-    task.start_epoch(0)
+    task.start_epoch(0, 2)
     assert task.state is None
     loss, sums = task.training_loss(model, task.make_batch(plan[0]))
     h, c = task.state
@@ -128,9 +128,9 @@ def test_hidden_state_is_carried_detached_and_reset_at_epoch_start(tmp_path):
     carried_logits, _ = model(plan[1][0], task.state)
     fresh_logits, _ = model(plan[1][0])
     assert not torch.allclose(carried_logits, fresh_logits)
-    task.start_epoch(0)  # the same epoch (a resumed run): the state stays
+    task.start_epoch(0, 2)  # the same epoch (a resumed run): the state stays
     assert task.state is not None
-    task.start_epoch(1)
+    task.start_epoch(1, 2)
     assert task.state is None
 
 
@@ -142,7 +142,7 @@ def test_gradients_stop_at_the_window_edge(tmp_path):
     model = RNNLM(RNNLMConfig(hidden=8, layers=1), vocab_size=10)
     first = task.make_batch((torch.tensor([[1, 2, 1, 2]]), torch.tensor([[2, 1, 2, 3]])))
     second = task.make_batch((torch.tensor([[3, 4, 3, 4]]), torch.tensor([[4, 3, 4, 3]])))
-    task.start_epoch(0)
+    task.start_epoch(0, 2)
     task.training_loss(model, first)
     loss, _ = task.training_loss(model, second)
     loss.backward()

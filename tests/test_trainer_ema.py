@@ -38,7 +38,7 @@ class ToyTask:
     def make_batch(self, item):
         return self.x[item], self.x[item] @ self.w.T
 
-    def start_epoch(self, epoch):
+    def start_epoch(self, epoch, epochs):
         pass
 
     def training_loss(self, model, batch):

@@ -254,8 +254,10 @@ class Task:
         the previous one (truncated BPTT) shards each batch instead."""
         return D.shard_plan(plan, rank, world)
 
-    def start_epoch(self, epoch: int) -> None:
-        """Called before each epoch's first step (a stateful task resets its state)."""
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch's steps (also when a run resumes mid-epoch): epoch `epoch` (from 0) of the
+        `epochs` planned (train.budget_seconds may plan them in the run's first half). A stateful task resets
+        its state; a task may change its objective for the last epochs."""
 
     def state_dict(self) -> dict:
         """Task state to checkpoint (truncated BPTT's hidden state); {} for most tasks."""

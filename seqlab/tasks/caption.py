@@ -21,7 +21,14 @@ image's captions uses the word" (specials and <unk> are no concepts), summed ove
 over the images. With `task.concept_epochs`, a new run first trains the encoder and the concept head alone
 on that loss for as many passes over the training pictures (Adam at train.lr, cosine to 0, train.batch_size
 pictures, the same augmentation; a line per pass with the valid pictures' concept loss; its seconds count
-against train.budget_seconds), then trains the captioner as above.
+against train.budget_seconds), then trains the captioner as above. With `task.scst_epochs=N`, the last N
+epochs of the run (of those planned when each starts) train by self-critical sequence training instead
+(Rennie et al. 2017, with the baseline of Luo 2020): for each picture `task.scst_samples` captions are drawn
+from the model as it decodes (eval mode), each rewarded by its CIDEr-D against the picture's references
+(document frequencies of all the training captions), and the loss is -(reward - the mean reward of the
+picture's other samples) x the caption's log-probability (teacher-forced, in training mode), summed and
+divided by the drawn tokens; its epochs log the mean reward, and the train perplexity is that of the drawn
+captions.
 
 Evaluation: loss and perplexity by teacher forcing; corpus BLEU-1..4 (sacrebleu, all references, lowercased)
 and CIDEr-D of the decoded captions: greedy on `valid` (CIDEr-D picks the best checkpoint), beam search on the
@@ -62,7 +69,8 @@ from seqlab.data.subword import TextTokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.options import Dropout, NonNegative, NonNegativeFloat, NonNegativeFloats, Positive, PositiveInts, Range
 from seqlab.tasks.base import Inputs, Option, Predictor
-from seqlab.tasks.cider import cider_d
+from seqlab.tasks.cider import CiderD, cider_d
+from seqlab.tasks.decoding import sample_search
 from seqlab.tasks.image import random_shift, standardize
 from seqlab.tasks.sequence import BEAM, SequenceTask, teacher_forcing
 
@@ -93,6 +101,8 @@ class CaptionConfig:
     attention_reg: NonNegativeFloat = 0.0  # weight of Show, Attend and Tell's doubly-stochastic attention penalty
     concept_loss: NonNegativeFloat = 0.1  # weight of the visual-concept loss (models with model.concepts)
     concept_epochs: NonNegative = 0  # new runs: passes training the encoder on visual concepts alone first
+    scst_epochs: NonNegative = 0  # the last N epochs train by self-critical sequence training (CIDEr-D reward)
+    scst_samples: Annotated[int, Range(min=2)] = 5  # captions drawn per picture in those epochs
     beam: Positive = 3  # beam size for test and `seqlab caption` (1: greedy)
     length_penalty: NonNegativeFloat = 1.0  # beam ranks by log-prob / length ** length_penalty (1: per word)
     beam_choices: PositiveInts | None = None  # after training: the beam sizes tried on valid (the best becomes `beam`)
@@ -121,6 +131,7 @@ class CaptionBatch:
     tgt_out: torch.Tensor  # (N, T) y_1 .. y_{T-1} <eos>, padded
     concepts: torch.Tensor | None = None  # (B, V) 1.0 where one of the image's captions uses the word (training
     # batches of models with model.concepts)
+    index: np.ndarray | None = None  # (B,) the images' positions in their split
 
     def __len__(self) -> int:
         return len(self.images)
@@ -180,6 +191,8 @@ class CaptionTask(SequenceTask):
         self.images = self.opt.images  # where the pictures are (a named dataset's, without task.images)
         self._source: ImageSource | None = None
         self.test_captions: list[str] | None = None  # the test split's captions as the test metrics decoded them
+        self.scst = False  # this epoch trains by self-critical sequence training (task.scst_epochs)
+        self._reward: CiderD | None = None  # CIDEr-D with the training captions' document frequencies
 
     @property
     def target(self) -> TextTokenizer:
@@ -314,7 +327,7 @@ class CaptionTask(SequenceTask):
         if split == "train" and getattr(self.cfg.model_options, "concepts", False):
             concepts = self.concept_targets(sp, index).to(self.device)
         return CaptionBatch(self.to_input(sp.images[index], augment=split == "train"), image_index.to(self.device),
-                            tgt_in.to(self.device), tgt_out.to(self.device), concepts)
+                            tgt_in.to(self.device), tgt_out.to(self.device), concepts, index)
 
     @staticmethod
     def _captions(sp: CaptionSplit, index: np.ndarray) -> np.ndarray:
@@ -404,6 +417,48 @@ class CaptionTask(SequenceTask):
         if out.concepts is not None and batch.concepts is not None:
             penalty = penalty + self.opt.concept_loss * self.concept_loss(out.concepts, batch.concepts)
         return out.logits, batch.tgt_out, penalty
+
+    # ------------------------------------------------------------------ self-critical sequence training
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        self.scst = epoch >= epochs - self.opt.scst_epochs
+
+    def training_loss(self, model: nn.Module, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.self_critical_loss(model, batch) if self.scst else super().training_loss(model, batch)
+
+    def self_critical_loss(self, model: nn.Module, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The self-critical loss of a training batch (see the module docstring) and its sums: nll and n of the
+        drawn captions' tokens, their summed reward and number of samples."""
+        if self._reward is None:
+            self._reward = CiderD(self.splits["train"].references)
+        K, B = self.opt.scst_samples, len(batch)
+        rows = torch.arange(B, device=self.device).repeat_interleave(K)  # (B * K,) the picture of each sample
+        training = model.training
+        model.eval()  # the captions are drawn from the model as it decodes (no dropout)
+        with torch.no_grad():
+            state = model.reorder_state(model.encode(batch.images), rows)
+            max_lengths = torch.full((B * K,), self.opt.max_len, device=self.device)
+            tokens, steps = sample_search(model, state, self.tok.bos_id, self.tok.eos_id, max_lengths)
+        model.train(training)
+        real = torch.arange(tokens.size(1), device=self.device) < steps[:, None]  # (B * K, T) drawn positions
+        tokens = tokens.masked_fill(~real, self.tok.pad_id)
+        tgt_in = torch.cat([torch.full_like(tokens[:, :1], self.tok.bos_id), tokens[:, :-1]], dim=1)
+        logits = model.forward_train(batch.images, tgt_in, rows, need_weights=False).logits
+        log_prob = (F.log_softmax(logits.float(), dim=-1).gather(2, tokens[:, :, None]).squeeze(2) * real).sum(1)
+        drawn = [self.tok.decode([t for t in seq[:n] if t != self.tok.eos_id]).strip()
+                 for seq, n in zip(tokens.tolist(), steps.tolist(), strict=True)]
+        reward = torch.tensor(self._reward.scores([" ".join(caption_words(c)) for c in drawn],
+                                                  np.repeat(batch.index, K)), device=self.device).view(B, K)
+        baseline = (reward.sum(dim=1, keepdim=True) - reward) / (K - 1)  # the mean of the picture's other samples
+        n = int(steps.sum())
+        loss = -((reward - baseline).view(-1) * log_prob).sum() / n
+        return loss, {"nll": -float(log_prob.sum()), "n": n, "examples": B, "reward": float(reward.sum()),
+                      "samples": B * K}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        out = super().summarize(sums)
+        if sums.get("samples"):
+            out["reward"] = sums["reward"] / sums["samples"]
+        return out
 
     # ------------------------------------------------------------------ decoding and evaluation
     def encode_inputs(self, model: nn.Module, split: CaptionSplit, index: np.ndarray):

@@ -1,6 +1,7 @@
 """Greedy and beam search, batched, over any decoder that takes one step at a time.
 
-Written once for every task that generates a sequence from an encoded input (translation, captioning).
+Written once for every task that generates a sequence from an encoded input (translation, captioning);
+`sample_search` draws sequences from the model instead, for self-critical training.
 A model takes part through two methods (see `StepDecoder`): `decode_step` scores the next token of each
 row given the previous one and a state (the encoder's output, hidden states or key/value caches), and
 `reorder_state` keeps some rows of that state in a given order. Search keeps a batch of rows alive:
@@ -80,6 +81,35 @@ def greedy_search(model: StepDecoder, state: Any, bos: int, eos: int, max_length
     out, lengths, log_prob = out.tolist(), lengths.tolist(), log_prob.tolist()
     return [Hypothesis(out[b][: lengths[b]], log_prob[b],
                        None if weights is None else weights[b, : lengths[b]]) for b in range(B)]
+
+
+@torch.no_grad()
+def sample_search(model: StepDecoder, state: Any, bos: int, eos: int, max_lengths: Tensor,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """One sequence drawn from the model's own distribution for each of the N rows of `state`, token by token
+    (the softmax of the logits, no temperature; self-critical training rewards what is drawn). Rows are
+    dropped as they finish, as in `greedy_search`. Returns (tokens (N, T) the drawn tokens, eos included where
+    drawn, 0 after; steps (N,) how many were drawn)."""
+    B, T = len(max_lengths), int(max_lengths.max())
+    device = max_lengths.device
+    out = torch.zeros(B, T, dtype=torch.long, device=device)
+    steps = max_lengths.clone()
+    rows = torch.arange(B, device=device)
+    prev = torch.full((B,), bos, dtype=torch.long, device=device)
+    for t in range(T):
+        logits, state, _ = model.decode_step(prev, state)
+        tok = torch.multinomial(F.softmax(logits.float(), dim=-1), 1, generator=generator).squeeze(1)  # (N,)
+        out[rows, t] = tok
+        ended = tok == eos
+        steps[rows[ended]] = t + 1
+        done = ended | (t + 1 >= max_lengths[rows])
+        if bool(done.all()):
+            break
+        keep = (~done).nonzero().squeeze(1)
+        if len(keep) < len(rows):
+            rows, state = rows[keep], model.reorder_state(state, keep)
+        prev = tok[keep]
+    return out, steps
 
 
 @torch.no_grad()

@@ -241,7 +241,7 @@ class LMTask(CorpusTask):
         b = self.cfg.train.batch_size
         return [((x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]), 1.0) for x, y in plan]
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, epochs: int) -> None:
         """A new epoch starts from the zero state; a run resumed mid-epoch keeps the state it saved."""
         if self.state_epoch != epoch:
             self.state, self.state_epoch = None, epoch

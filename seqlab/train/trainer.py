@@ -55,7 +55,7 @@ class TrainTask(Protocol):
 
     def make_batch(self, item: Any) -> Any: ...  # a batch on the task's device
 
-    def start_epoch(self, epoch: int) -> None: ...
+    def start_epoch(self, epoch: int, epochs: int) -> None: ...  # epoch (from 0) of the epochs planned
 
     def training_loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -499,7 +499,7 @@ class Trainer:
         cfg = self.cfg
         if self.step_in_epoch == 0:
             self.epoch_sums, self.epoch_time = {}, 0.0
-        self.task.start_epoch(self.epoch)
+        self.task.start_epoch(self.epoch, self.epochs)
         self._unfreeze()
         steps, epochs = progress_span(len(plan), self.step_in_epoch, self.global_step, self.epoch, self.epochs,
                                       cfg.max_steps)
