@@ -1,17 +1,17 @@
 """Issue 22 benchmark: seqlab's decoder-only Transformer beside nanoGPT's `GPT`, training steps at the same shapes.
 
-    python bench/bench_nanogpt.py [--threads 2] [--rounds 7] [--steps 20] [--compile] [--out bench/results/nanogpt.json]
+    python bench/bench_nanogpt.py [--threads 2] [--rounds 8] [--steps 20] [--compile] [--out bench/results/nanogpt.json]
 
 nanoGPT's model.py (MIT) is imported from ../shared/peers/nanogpt/, nothing of it copied. Both models: 4 layers,
 4 heads, d_model 128, context 64, vocabulary 65 (Tiny Shakespeare's characters), GELU MLP of 4 x d, biases,
 tied embeddings, no dropout, fp32; batch 16 (1,024 tokens a step). A step is what each trains with: forward,
-cross-entropy, backward, gradient clipping at 1.0, AdamW (nanoGPT: its `configure_optimizers`, fused where
-torch offers it; seqlab: `build_optimizer` with the tiny_shakespeare/transformer preset's train section, AdamW
+cross-entropy, backward, gradient clipping at 1.0, AdamW (nanoGPT: its `configure_optimizers`,
+which fuses on CUDA only; seqlab: `build_optimizer` with the tiny_shakespeare/transformer preset's train section, AdamW
 and the plain GPT block as nanoGPT's rather than the preset's options).
-Batches are random token ids (the speed does not depend on them). The two alternate in rounds of `--steps`
-steps after a warm-up; reported: the median ms per step over the rounds, tokens/s and the ratio. `--compile`:
-both models' forward through `torch.compile` (inductor; nanoGPT's train.py compiles by default, seqlab's
-`compile=true`), compiled in the warm-up round.
+Batches are random token ids (the speed does not depend on them). The two alternate in rounds of `--steps` steps
+after a warm-up, each going first in every other round; reported: the median ms per step over the rounds, tokens/s
+and the ratio. `--compile`: both models' forward through `torch.compile` (inductor; nanoGPT's train.py compiles by
+default, seqlab's `compile=true`), compiled in the warm-up round.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def nanogpt_step(compile_model: bool):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=8)  # even: each goes first as often
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "nanogpt.json")
@@ -97,7 +97,10 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in peers}
     load = os.getloadavg()
     for r in range(a.rounds + 1):  # round 0 warms up
-        for name, (_, step) in peers.items():
+        # who goes first alternates: the first of a round was measured to pay for fresh memory (its GELU and
+        # copies up to 2-4x slower in a profile, whichever model it was)
+        for name in sorted(peers, reverse=r % 2 == 1):
+            step = peers[name][1]
             t = time.perf_counter()
             for b in batches:
                 step(b[:, :-1].contiguous(), b[:, 1:].contiguous())

@@ -210,3 +210,19 @@ def test_same_seed_same_outputs():
         return decoder(x, memory)[0]
 
     assert_seeded(run)
+
+
+def test_dropout_passes_its_input_itself_when_it_drops_nothing():
+    """seqlab.nn.dropout.Dropout: in eval mode and at p = 0 the input itself (no operation dispatched); in
+    training with p > 0 the same draws as torch's nn.Dropout from the same seed; no state."""
+    from seqlab.nn.dropout import Dropout
+
+    x = torch.randn(4, 8)
+    for p, training in [(0.3, False), (0.0, True), (0.0, False)]:
+        assert Dropout(p).train(training)(x) is x
+    ours, theirs = Dropout(0.3).train(), torch.nn.Dropout(0.3).train()
+    torch.manual_seed(1)
+    a = ours(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, theirs(x)) and not torch.equal(a, x)
+    assert Dropout(0.3).state_dict() == {}

@@ -35,6 +35,7 @@ from seqlab.nn import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
     TransformerDecoder,
+    dropout,
 )
 from seqlab.nn.rnn import locked_dropout, run_rnn_with_weights, word_dropout
 from seqlab.options import DENSE_SPACE, Dropout, Positive, PositiveFloat
@@ -170,7 +171,7 @@ class TransformerLM(nn.Module):
         elif cfg.positions == "sinusoidal":
             self.positions = SinusoidalPositionalEncoding(D, max_len, cfg.dropout)
         else:  # positions enter in attention only; the embeddings are dropped out as the others do
-            self.positions, rotary = nn.Dropout(cfg.dropout), RotaryEmbedding(D // cfg.heads, max_len)
+            self.positions, rotary = dropout.Dropout(cfg.dropout), RotaryEmbedding(D // cfg.heads, max_len)
         self.decoder = TransformerDecoder(cfg.layers, D, cfg.heads, cfg.ff_dim or 4 * D, cfg.dropout,
                                           cfg.activation, cfg.norm_first, cross_attention=False,
                                           qk_norm=cfg.qk_norm, rotary=rotary)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
+from seqlab.nn.dropout import Dropout
 
 
 def _check_length(offset: int, T: int, max_len: int) -> None:
@@ -38,7 +39,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         pe[:, 0::2] = torch.sin(position * div_term)
         pe[:, 1::2] = torch.cos(position * div_term[: d_model // 2])  # an odd d_model has one cos fewer
         self.register_buffer("pe", pe, persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: (B, T, D) -> (B, T, D)."""
@@ -54,7 +55,7 @@ class LearnedPositionalEmbedding(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.embedding = nn.Embedding(max_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: (B, T, D) -> (B, T, D)."""

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.nn.attention import KVCache, MultiHeadAttention
+from seqlab.nn.dropout import Dropout
 from seqlab.nn.positional import RotaryEmbedding
 
 
@@ -37,7 +38,7 @@ class FeedForward(nn.Module):
             raise ConfigError(f"unknown activation {activation!r} (expected one of {sorted(_ACTIVATIONS)})")
         self.linear1 = nn.Linear(d_model, d_ff)
         self.linear2 = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.activation = _ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,7 +51,7 @@ def _sublayer_input(x: Tensor, norm: nn.LayerNorm, norm_first: bool) -> Tensor:
     return norm(x) if norm_first else x
 
 
-def _residual(x: Tensor, out: Tensor, norm: nn.LayerNorm, dropout: nn.Dropout, norm_first: bool) -> Tensor:
+def _residual(x: Tensor, out: Tensor, norm: nn.LayerNorm, dropout: Dropout, norm_first: bool) -> Tensor:
     """Add a sub-layer's output back: x + Dropout(out), then LayerNorm in post-LN."""
     x = x + dropout(out)
     return x if norm_first else norm(x)
@@ -72,7 +73,7 @@ class TransformerEncoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(
         self,
@@ -160,14 +161,14 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, qk_norm=qk_norm, rotary=rotary)
-        self.norm1, self.dropout1 = nn.LayerNorm(d_model), nn.Dropout(dropout)
+        self.norm1, self.dropout1 = nn.LayerNorm(d_model), Dropout(dropout)
         if cross_attention:
             self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
-            self.norm2, self.dropout2 = nn.LayerNorm(d_model), nn.Dropout(dropout)
+            self.norm2, self.dropout2 = nn.LayerNorm(d_model), Dropout(dropout)
         else:
             self.cross_attn = None
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
-        self.norm3, self.dropout3 = nn.LayerNorm(d_model), nn.Dropout(dropout)
+        self.norm3, self.dropout3 = nn.LayerNorm(d_model), Dropout(dropout)
 
     def forward(
         self,
