@@ -451,7 +451,7 @@ class CaptionTask(SequenceTask):
         baseline = (reward.sum(dim=1, keepdim=True) - reward) / (K - 1)  # the mean of the picture's other samples
         n = int(steps.sum())
         loss = -((reward - baseline).view(-1) * log_prob).sum() / n
-        return loss, {"nll": -float(log_prob.sum()), "n": n, "examples": B, "reward": float(reward.sum()),
+        return loss, {"nll": -float(log_prob.detach().sum()), "n": n, "examples": B, "reward": float(reward.sum()),
                       "samples": B * K}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
