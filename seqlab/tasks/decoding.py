@@ -47,6 +47,19 @@ class Hypothesis:
     attention: Tensor | None = None  # (len(tokens), S): where each token looked in the input
 
 
+def _drop_finished(model: StepDecoder, state: Any, rows: Tensor, tok: Tensor, ended: Tensor, t: int,
+                   max_lengths: Tensor) -> tuple[Tensor, Any, Tensor] | None:
+    """After step t of a one-row-per-sentence search: drop the rows that drew eos (`ended`, (N,)) or reached
+    their sentence's max length. Returns (rows, state, prev) of the rows that go on, or None when none does."""
+    done = ended | (t + 1 >= max_lengths[rows])
+    if bool(done.all()):
+        return None
+    keep = (~done).nonzero().squeeze(1)
+    if len(keep) < len(rows):
+        rows, state = rows[keep], model.reorder_state(state, keep)
+    return rows, state, tok[keep]
+
+
 @torch.no_grad()
 def greedy_search(model: StepDecoder, state: Any, bos: int, eos: int, max_lengths: Tensor,
                   need_weights: bool = False) -> list[Hypothesis]:
@@ -71,13 +84,10 @@ def greedy_search(model: StepDecoder, state: Any, bos: int, eos: int, max_length
             weights[rows, t] = w.float()
         ended = tok == eos
         lengths[rows[ended]] = t
-        done = ended | (t + 1 >= max_lengths[rows])
-        if bool(done.all()):
+        alive = _drop_finished(model, state, rows, tok, ended, t, max_lengths)
+        if alive is None:
             break
-        keep = (~done).nonzero().squeeze(1)
-        if len(keep) < len(rows):
-            rows, state = rows[keep], model.reorder_state(state, keep)
-        prev = tok[keep]
+        rows, state, prev = alive
     out, lengths, log_prob = out.tolist(), lengths.tolist(), log_prob.tolist()
     return [Hypothesis(out[b][: lengths[b]], log_prob[b],
                        None if weights is None else weights[b, : lengths[b]]) for b in range(B)]
@@ -102,13 +112,10 @@ def sample_search(model: StepDecoder, state: Any, bos: int, eos: int, max_length
         out[rows, t] = tok
         ended = tok == eos
         steps[rows[ended]] = t + 1
-        done = ended | (t + 1 >= max_lengths[rows])
-        if bool(done.all()):
+        alive = _drop_finished(model, state, rows, tok, ended, t, max_lengths)
+        if alive is None:
             break
-        keep = (~done).nonzero().squeeze(1)
-        if len(keep) < len(rows):
-            rows, state = rows[keep], model.reorder_state(state, keep)
-        prev = tok[keep]
+        rows, state, prev = alive
     return out, steps
 
 
