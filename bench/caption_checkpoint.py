@@ -21,8 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from seqlab.api import _open  # noqa: E402
-from seqlab.train.checkpoint import load_weights  # noqa: E402
+from seqlab.api import _model, _open  # noqa: E402
 
 
 def main() -> None:
@@ -33,9 +32,7 @@ def main() -> None:
     a = ap.parse_args()
     _, dev, task = _open(a.run, log=print)
     task.prepare(artifacts=a.run)
-    model = task.build_model()
-    load_weights(model, a.run / "checkpoints" / a.checkpoint / "model.safetensors")
-    model = model.to(dev).eval()
+    model = _model(task, a.run / "checkpoints" / a.checkpoint, dev)  # the checkpoint's model.safetensors
     with torch.no_grad():
         task.before_test(model)  # the decoding chosen on val, as at the end of `seqlab train`
         test = task.report(model, "test")
