@@ -277,6 +277,19 @@ def test_sample_next_options():
     assert draws == {0, 1, 2, 3}
 
 
+def test_sample_next_draws_what_torch_multinomial_draws():
+    """The exponential race of `sample_next` is torch.multinomial's own draw of one sample: from the same generator
+    state the same tokens, with the full distribution and with top-k's zeroed probabilities."""
+    logits = torch.randn(1, 65, generator=torch.Generator().manual_seed(3)) * 3
+    for top_k in (None, 5):
+        ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        kept = logits if top_k is None else logits.masked_fill(logits < logits.topk(top_k).values[:, -1:],
+                                                               float("-inf"))
+        drawn = [sample_next(logits, top_k=top_k, generator=ours).item() for _ in range(2000)]
+        assert drawn == [torch.multinomial(kept.softmax(-1), 1, generator=theirs).item() for _ in range(2000)]
+        assert len(set(drawn)) == 5 if top_k else len(set(drawn)) > 5
+
+
 @pytest.mark.parametrize("options,match", [
     ({"temperature": -1}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 0}, "top_p"),
     ({"top_p": 1.5}, "top_p"), ({"max_new_tokens": -1}, "max_new_tokens"),

@@ -92,5 +92,4 @@ class RotaryEmbedding(nn.Module):
         cos, sin = self.cos[offset:offset + T], self.sin[offset:offset + T]
         if cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([x2, x1], dim=-1) * sin
+        return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin  # the roll is [x2, x1]
