@@ -13,6 +13,6 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, True, self.inplace) if self.training and self.p > 0 else x
 
-    # Called as `forward` itself, without nn.Module's hook machinery (no hook runs on it): that costs more than the
-    # call (2.3 us against 0.1 us on a 2-core VM), paid 13 times in a one-token step.
+    # Called as `forward` itself, without nn.Module's hook machinery (no hook runs on it): on a 2-core VM that
+    # machinery cost 2.3 us a call to hand back the input in eval mode, 13 times in a one-token decoding step.
     __call__ = forward
