@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqlab.tasks.generate import sample_next
+
 
 class StepDecoder(Protocol):
     """What the search needs from a model."""
@@ -108,7 +110,7 @@ def sample_search(model: StepDecoder, state: Any, bos: int, eos: int, max_length
     prev = torch.full((B,), bos, dtype=torch.long, device=device)
     for t in range(T):
         logits, state, _ = model.decode_step(prev, state)
-        tok = torch.multinomial(F.softmax(logits.float(), dim=-1), 1, generator=generator).squeeze(1)  # (N,)
+        tok = sample_next(logits, generator=generator)  # (N,)
         out[rows, t] = tok
         ended = tok == eos
         steps[rows[ended]] = t + 1
